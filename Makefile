@@ -1,0 +1,36 @@
+# llama2-lab: the two commands of the README, and a few helpers.
+#   make lab     open the course in JupyterLab (creates .venv on first use)
+#   make test    run the whole test suite, notebooks included (creates .venv on first use)
+# TORCH_SPEC chooses the torch build: your normal torch by default; CI pins the local CPU wheel with
+#   TORCH_SPEC=torch==2.13.0 make test
+PYTHON ?= python3
+TORCH_SPEC ?= torch
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: lab story family test venv clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks notebooks/00_welcome.ipynb
+
+story: $(STAMP)
+	$(VENV)/bin/llama2-lab generate --prompt "Once upon a time" --temperature 0.8 --seed 0
+
+family: $(STAMP)
+	$(VENV)/bin/llama2-lab family
+
+test: $(STAMP)
+	LLAMA2_LAB_FAST=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=300 -p no:cacheprovider -q -ra
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "reference"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def reference_file(name: str) -> Path:
+    """A file of ../shared/reference, or skip the test saying why."""
+    path = REFERENCE / name
+    if not path.is_file():
+        pytest.skip(f"reference file {name} not found: {REFERENCE} is absent (it is optional, outside the project)")
+    return path
+
+
+@pytest.fixture
+def reference():
+    return reference_file
