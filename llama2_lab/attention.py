@@ -38,6 +38,20 @@ def causal_mask(T: int, S: int, device=None) -> torch.Tensor:
     return k_pos <= q_pos
 
 
+def attention_mask(T: int, S: int, start_pos, device=None) -> torch.Tensor | None:
+    """The mask for T new queries over S keys, or None when plain causal (T == S) or unmasked (T == 1).
+
+    A tensor ``start_pos`` means the keys are a whole fixed-size cache: position j is visible to
+    query i when j <= start_pos + i, which also hides the not-yet-written slots.
+    """
+    if isinstance(start_pos, torch.Tensor):
+        q_pos = start_pos + torch.arange(T, device=device)  # (T,)
+        return torch.arange(S, device=device)[None, :] <= q_pos[:, None]  # (T, S)
+    if T == 1 or T == S:
+        return None
+    return causal_mask(T, S, device)
+
+
 def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """softmax(q kᵀ / sqrt(head_dim)) with masked scores set to -inf, computed in float32.
 
@@ -71,13 +85,30 @@ class KVCache:
                 f"create it with max_len >= {start_pos + T} (model.new_cache(batch_size, max_len))."
             )
 
-    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """k, v (B, n_kv_heads, T, head_dim) -> cached (B, n_kv_heads, start_pos+T, head_dim) each."""
+    def update(self, layer: int, start_pos, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v (B, n_kv_heads, T, head_dim) -> the cached keys and values to attend to.
+
+        With an int ``start_pos`` the filled prefix (B, n_kv_heads, start_pos+T, head_dim) comes back.
+        With a tensor ``start_pos`` (the fixed-shape path used by torch.compile / CUDA graphs) the write is
+        an ``index_copy_`` and the whole buffer (B, n_kv_heads, max_len, head_dim) comes back, so every
+        decode step has the same shapes; the attention mask hides the unfilled positions.
+        """
         B, _, T, _ = k.shape
+        if isinstance(start_pos, torch.Tensor):
+            positions = start_pos + torch.arange(T, device=k.device)  # (T,)
+            self.k[layer].index_copy_(2, positions, k)
+            self.v[layer].index_copy_(2, positions, v)
+            return self.k[layer], self.v[layer]
         end = start_pos + T
         self.k[layer][:B, :, start_pos:end] = k
         self.v[layer][:B, :, start_pos:end] = v
         return self.k[layer][:B, :, :end], self.v[layer][:B, :, :end]
+
+    def mark_static(self) -> "KVCache":
+        """Tell torch.compile the buffers never move, so CUDA graphs can capture in-place writes to them."""
+        for t in self.k + self.v:
+            torch._dynamo.mark_static_address(t)
+        return self
 
     @property
     def nbytes(self) -> int:
@@ -107,21 +138,16 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer_id, start_pos, k, v)  # (B, n_kv_heads, S, head_dim), S = start_pos+T
         S = k.shape[2]
+        mask = attention_mask(T, S, start_pos, x.device)  # None means "causal" (T == S) or "all" (T == 1)
         if record is None:
-            # Fast path: fused attention, GQA handled inside the kernel. A single new token may see
-            # everything cached; a block of tokens needs the causal mask aligned to its end.
-            if T == 1:
-                out = F.scaled_dot_product_attention(q, k, v, enable_gqa=self.n_rep > 1)
-            elif S == T:
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_rep > 1)
-            else:
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, x.device),
-                                                     enable_gqa=self.n_rep > 1)
+            # Fast path: the fused kernel, GQA handled inside it (no copies of the cache).
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                                 enable_gqa=self.n_rep > 1)
         else:
             # Inspection path: the same maths written out, so the probabilities can be kept.
             k = repeat_kv(k.transpose(1, 2), self.n_rep).transpose(1, 2)  # (B, n_heads, S, head_dim)
             v = repeat_kv(v.transpose(1, 2), self.n_rep).transpose(1, 2)
-            probs = attention_probs(q, k, causal_mask(T, S, x.device))  # (B, n_heads, T, S)
+            probs = attention_probs(q, k, causal_mask(T, S, x.device) if mask is None else mask)  # (B, n_heads, T, S)
             record[f"layers.{self.layer_id}.attention.pattern"] = probs.detach()
             out = (probs @ v.float()).type_as(q)  # (B, n_heads, T, head_dim)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, n_heads·head_dim)

@@ -72,10 +72,15 @@ class Transformer(nn.Module):
         Without a cache this is the full forward over the T tokens (start_pos must be 0). With a
         cache, earlier positions come from it and the new keys/values are written into it.
         ``record``, a dict, receives ``layers.{i}.attention.pattern`` (B, n_heads, T, S) probabilities.
+        ``start_pos`` may also be a 0-d int64 tensor on the model's device: then every step attends the
+        whole cache under a mask, so shapes never change (what torch.compile with CUDA graphs needs).
         """
         B, T = self._check(tokens, start_pos, cache)
         h = self.tok_embeddings(tokens)  # (B, T, dim)
-        freqs_cis = self.freqs_cis[start_pos : start_pos + T]  # (T, head_dim/2, 2)
+        if isinstance(start_pos, torch.Tensor):  # fixed-shape decoding (compile / CUDA graphs)
+            freqs_cis = self.freqs_cis[start_pos + torch.arange(T, device=tokens.device)]  # (T, head_dim/2, 2)
+        else:
+            freqs_cis = self.freqs_cis[start_pos : start_pos + T]  # (T, head_dim/2, 2)
         for layer in self.layers:
             h = layer(h, freqs_cis, start_pos, cache, record)  # (B, T, dim)
             if record is not None:
@@ -90,6 +95,11 @@ class Transformer(nn.Module):
         if tokens.dtype not in (torch.int64, torch.int32):
             raise InputError(f"tokens must be integer ids (int64), got dtype {tokens.dtype}.")
         B, T = tokens.shape
+        if isinstance(start_pos, torch.Tensor):
+            # The fixed-shape path: positions live on the device; the cache was sized when it was made.
+            if cache is None:
+                raise InputError("a tensor start_pos is for decoding into a KV cache; pass cache=model.new_cache(...).")
+            return B, T
         if T == 0:
             raise InputError("tokens is empty: give at least one token (e.g. BOS = 1).")
         if start_pos < 0:

@@ -122,3 +122,17 @@ def test_cache_misuse_is_explained():
 def test_init_is_seeded():
     assert torch.equal(make(seed=3).output.weight, make(seed=3).output.weight)
     assert not torch.equal(make(seed=3).output.weight, make(seed=4).output.weight)
+
+
+def test_fixed_shape_decoding_with_tensor_positions_equals_full_forward():
+    m = make().to(torch.float64)
+    tokens = torch.randint(0, 512, (1, 24), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        full = m(tokens)
+        cache = m.new_cache(1, 32)  # bigger than needed: unfilled slots must be masked out
+        outs = [m(tokens[:, :10], torch.tensor(0), cache)]
+        for t in range(10, 24):
+            outs.append(m(tokens[:, t:t + 1], torch.tensor(t), cache))
+    assert (torch.cat(outs, 1) - full).abs().max() < 1e-5
+    with pytest.raises(InputError, match="tensor start_pos"):
+        m(tokens[:, :1], torch.tensor(0))
