@@ -16,12 +16,13 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 from pathlib import Path
 from types import MappingProxyType
 from typing import Iterable, NamedTuple, Sequence
 
 import sentencepiece as spm
+
+from .io_utils import atomic_write_bytes
 
 # Llama 2's trainer settings, read from Meta's tokenizer.model (FACTS §2.3; `describe` on the
 # real file shows them). Keys are SentencePieceTrainer flags, so the dict can be passed as is.
@@ -128,7 +129,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the `.model` file atomically (temp file, then rename)."""
-        _atomic_write(path, self.model_proto)
+        atomic_write_bytes(path, self.model_proto)
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         """Text -> ids (length T), BOS/EOS added as ids only: the text "<s>" is not BOS (FACTS §2.3)."""
@@ -431,7 +432,7 @@ def write_tokenizer_bin(tokenizer: Tokenizer, path: str | os.PathLike) -> None:
     out = [struct.pack("<I", max(len(r) for r in records))]
     for record, score in zip(records, scores):
         out.append(struct.pack("<fI", score, len(record)) + record)
-    _atomic_write(path, b"".join(out))
+    atomic_write_bytes(path, b"".join(out))
 
 
 def read_tokenizer_bin(path: str | os.PathLike, vocab_size: int | None = None) -> TokenizerBin:
@@ -464,19 +465,3 @@ def read_tokenizer_bin(path: str | os.PathLike, vocab_size: int | None = None) -
         raise ValueError(f"{path}: {len(data) - pos} bytes left after {len(pieces)} records; "
                          "vocab_size does not match this file (or it is not a tokenizer.bin).")
     return TokenizerBin(max_len, pieces)
-
-
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file beside `path`, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
