@@ -1,0 +1,270 @@
+"""Speed and memory benchmark: the project's model (eager and compiled) next to Hugging Face.
+
+A benchmark, not a test: it measures, prints a table with ratios and the memory-bandwidth bound,
+and writes JSON. Decode at batch 1 reads every weight once per token, so its ceiling is
+    bound (tokens/s) = device copy bandwidth (bytes/s) / weight bytes per token.
+Run: ``llama2-lab bench`` (CPU: the shipped tiny model; CUDA: a Llama-2-7B-shaped model with random
+bf16 weights — decode speed does not depend on the weights' values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from .config import ModelArgs
+from .model import Transformer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(device: torch.device, nbytes: int | None = None, repeats: int = 5) -> float:
+    """Measured device-to-device copy bandwidth in bytes/s, counting read + write (median of repeats)."""
+    if nbytes is None:
+        nbytes = (1 << 30) if device.type == "cuda" else (256 << 20)
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * nbytes / statistics.median(times)
+
+
+def weight_bytes_per_token(model: torch.nn.Module) -> int:
+    """Bytes read per decoded token at batch 1: every weight matrix except the embedding table (a gather)."""
+    total = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if n != "tok_embeddings.weight")
+    emb = model.tok_embeddings.weight if hasattr(model, "tok_embeddings") else None
+    return total + (emb[0].numel() * emb.element_size() if emb is not None else 0)
+
+
+def _peak_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    except (ImportError, AttributeError):
+        return None
+
+
+def bench_project(model: Transformer, prompt: torch.Tensor, new_tokens: int, compile: bool = False,
+                  repeats: int = 3) -> dict:
+    """Prefill tokens/s, time to first token, decode tokens/s for a greedy run of ``new_tokens``.
+
+    prompt (B, P) on the model's device. Uses the same code path as ``generate`` (prefill, then one
+    token at a time against a KV cache sized to the request).
+    """
+    from .fast import compiled_decoder
+
+    device = prompt.device
+    B, P = prompt.shape
+    max_len = P + new_tokens
+    runs = []
+    for r in range(repeats + 1):  # the first run warms up (and compiles)
+        with torch.inference_mode():
+            _sync(device)
+            t0 = time.perf_counter()
+            if compile:
+                dec = compiled_decoder(model, B, max_len)
+                logits = dec.prefill(prompt)
+            else:
+                cache = model.new_cache(B, max_len)
+                logits = model(prompt, 0, cache)[:, -1]  # (B, V)
+            token = logits.argmax(-1, keepdim=True)  # (B, 1)
+            _sync(device)
+            t1 = time.perf_counter()
+            for i in range(new_tokens - 1):
+                if compile:
+                    logits = dec.decode(token, P + i)
+                else:
+                    logits = model(token, P + i, cache)[:, -1]
+                token = logits.argmax(-1, keepdim=True)
+            _sync(device)
+            t2 = time.perf_counter()
+        if r:
+            runs.append((t1 - t0, t2 - t1))
+    ttft = statistics.median(r[0] for r in runs)
+    decode = statistics.median(r[1] for r in runs)
+    return {"ttft_s": ttft, "prefill_tok_s": B * P / ttft, "decode_tok_s": B * (new_tokens - 1) / decode}
+
+
+def bench_hf(hf_model, prompt: torch.Tensor, new_tokens: int, cache_implementation: str | None = None,
+             repeats: int = 3) -> dict:
+    """Hugging Face ``generate`` (greedy, exactly ``new_tokens``): total time -> decode tokens/s.
+
+    Prefill is timed separately with a 1-token generate, and subtracted.
+    """
+    device = prompt.device
+    B, P = prompt.shape
+    kwargs = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+    if cache_implementation:
+        kwargs["cache_implementation"] = cache_implementation
+
+    def timed(n):
+        _sync(device)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            hf_model.generate(prompt, max_new_tokens=n, min_new_tokens=n, **kwargs)
+        _sync(device)
+        return time.perf_counter() - t
+
+    timed(new_tokens)  # warm-up (compiles, for the static cache)
+    ttft = statistics.median(timed(1) for _ in range(repeats))
+    total = statistics.median(timed(new_tokens) for _ in range(repeats))
+    return {"ttft_s": ttft, "prefill_tok_s": B * P / ttft, "decode_tok_s": B * (new_tokens - 1) / max(total - ttft, 1e-9)}
+
+
+def hf_twin(model: Transformer):
+    """The same weights in a transformers ``LlamaForCausalLM`` on the same device, built in memory.
+
+    Names are mapped and wq/wk permuted by the project's own converter (checkpoint.py).
+    """
+    import transformers
+
+    from .checkpoint import hf_config, meta_to_hf_name
+    from .rope import permute_to_hf
+
+    a, w = model.args, model.output.weight
+    cfg = {k: v for k, v in hf_config(a, w.dtype).items() if k not in ("architectures", "model_type", "torch_dtype")}
+    with torch.device(w.device):
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg)).to(w.dtype).eval()
+    state = {}
+    for name, t in model.state_dict().items():
+        if name.endswith("attention.wq.weight"):
+            t = permute_to_hf(t, a.n_heads)
+        elif name.endswith("attention.wk.weight"):
+            t = permute_to_hf(t, a.kv_heads)
+        state[meta_to_hf_name(name)] = t
+    hf.load_state_dict(state, strict=True)
+    return hf
+
+
+def random_model(shape: str, device: torch.device, max_seq_len: int) -> Transformer:
+    """A model of a preset's shape with random weights: bf16 on CUDA, float32 elsewhere."""
+    args = ModelArgs.from_name(shape, max_seq_len=max_seq_len)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    with torch.device("meta"):
+        model = Transformer(args)
+    model = model.to_empty(device=device).to(dtype)
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():  # decode speed does not depend on the values
+            p.normal_(0, 0.02, generator=gen) if p.dim() > 1 else p.fill_(1.0)
+    model.reset_rope(device)
+    return model.eval()
+
+
+def run(device: str | None = None, shape: str | None = None, prompt_len: int = 64, new_tokens: int = 128,
+        batches=(1, 8), compile: bool = True, hf: bool = True, repeats: int = 3, out: str | None = None) -> dict:
+    """One benchmark run: every engine, batch 1 and 8, printed side by side and returned as a dict."""
+    from .generate import pick_device
+
+    dev = pick_device(device)
+    torch.manual_seed(0)
+    if shape is None and dev.type == "cpu":
+        from .checkpoint import default_model_path, load_model
+
+        model, label = load_model(default_model_path(), device=dev).eval(), "llama2-lab-tiny (shipped)"
+    else:
+        shape = shape or "llama2-7b"
+        model = random_model(shape, dev, max(prompt_len + new_tokens, 256))
+        label = f"{shape} shape, random weights"
+    dtype = model.output.weight.dtype
+    bw = copy_bandwidth(dev)
+    wbytes = weight_bytes_per_token(model)
+    result = {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+              "torch": torch.__version__, "model": label, "dtype": str(dtype).replace("torch.", ""),
+              "params": model.num_params(), "prompt_len": prompt_len, "new_tokens": new_tokens,
+              "copy_bandwidth_GBps": bw / 1e9, "weight_bytes_per_token": wbytes,
+              "bound_tok_s": bw / wbytes, "rows": []}
+    engines = [("project eager", lambda p: bench_project(model, p, new_tokens, False, repeats))]
+    if compile:
+        engines.append(("project compiled", lambda p: bench_project(model, p, new_tokens, True, repeats)))
+    if hf:
+        twin = hf_twin(model)
+        engines.append(("HF generate (default cache)", lambda p: bench_hf(twin, p, new_tokens, None, repeats)))
+        engines.append(("HF generate (static cache)", lambda p: bench_hf(twin, p, new_tokens, "static", repeats)))
+    for B in batches:
+        prompt = torch.randint(3, model.args.vocab_size, (B, prompt_len), generator=torch.Generator().manual_seed(B)).to(dev)
+        for name, fn in engines:
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            try:
+                row = {"engine": name, "batch": B, **fn(prompt)}
+            except Exception as e:  # a benchmark reports what failed and goes on
+                row = {"engine": name, "batch": B, "error": f"{type(e).__name__}: {e}"[:300]}
+            row["peak_memory_bytes"] = _peak_memory(dev)
+            result["rows"].append(row)
+            print(_format_row(row, result), flush=True)
+    _add_ratios(result)
+    print(format_result(result))
+    if out:
+        from .io_utils import atomic_write_text
+
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _add_ratios(result: dict) -> None:
+    for B in {r["batch"] for r in result["rows"]}:
+        rows = [r for r in result["rows"] if r["batch"] == B and "decode_tok_s" in r]
+        hf_best = max((r["decode_tok_s"] for r in rows if r["engine"].startswith("HF")), default=None)
+        for r in rows:
+            r["vs_hf_best"] = r["decode_tok_s"] / hf_best if hf_best else None
+            r["of_bound"] = r["decode_tok_s"] / (result["bound_tok_s"] * B) if B == 1 else None
+
+
+def _format_row(r: dict, result: dict) -> str:
+    if "error" in r:
+        return f"  {r['engine']:<30} B={r['batch']:<3} failed: {r['error']}"
+    return (f"  {r['engine']:<30} B={r['batch']:<3} prefill {r['prefill_tok_s']:>10.0f} tok/s  "
+            f"TTFT {1000 * r['ttft_s']:>8.1f} ms  decode {r['decode_tok_s']:>9.1f} tok/s")
+
+
+def format_result(result: dict) -> str:
+    lines = [f"{result['model']} on {result['device']} ({result['device_name']}), {result['dtype']}, "
+             f"{result['params']:,} params, torch {result['torch']}",
+             f"copy bandwidth {result['copy_bandwidth_GBps']:.1f} GB/s, weights read per token "
+             f"{result['weight_bytes_per_token'] / 1e6:.1f} MB -> batch-1 decode bound {result['bound_tok_s']:.0f} tok/s",
+             f"{'engine':<30}{'batch':>6}{'prefill tok/s':>15}{'TTFT ms':>10}{'decode tok/s':>14}{'vs HF best':>12}{'of bound':>10}"]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"{r['engine']:<30}{r['batch']:>6}  failed: {r['error'][:60]}")
+            continue
+        vs = f"{r['vs_hf_best']:.2f}x" if r.get("vs_hf_best") else "-"
+        ob = f"{100 * r['of_bound']:.0f}%" if r.get("of_bound") else "-"
+        lines.append(f"{r['engine']:<30}{r['batch']:>6}{r['prefill_tok_s']:>15.0f}{1000 * r['ttft_s']:>10.1f}"
+                     f"{r['decode_tok_s']:>14.1f}{vs:>12}{ob:>10}")
+    return "\n".join(lines)
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--shape", help="a preset shape with random weights (default: shipped model on CPU, llama2-7b on CUDA)")
+    p.add_argument("--prompt-len", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--no-compile", action="store_true", help="skip the compiled fast path")
+    p.add_argument("--no-hf", action="store_true", help="skip Hugging Face transformers")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", help="write the results as JSON here")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    run(device=args.device, shape=args.shape, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+        batches=tuple(args.batch), compile=not args.no_compile, hf=not args.no_hf, repeats=args.repeats, out=args.out)
+    return 0
