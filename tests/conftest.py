@@ -7,7 +7,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tiny models: per-op overhead dominates and one thread is fastest (and polite to parallel jobs).
+torch.set_num_threads(1)
 
 
 def reference_file(name: str) -> Path:

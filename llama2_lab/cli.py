@@ -1,0 +1,333 @@
+"""The ``llama2-lab`` command line: ``generate``, ``chat``, ``info``, ``family``.
+
+Adding a subcommand takes one function and one line. In your module write
+
+    def add_parser(subparsers) -> None:
+        p = subparsers.add_parser("train", help="...", description="...")
+        p.add_argument(...)
+        p.set_defaults(run=run_train)      # run_train(args) -> exit code (int)
+
+and append it to ``COMMANDS`` below; a module that has ``add_arguments(parser)`` and ``run(args)``
+instead needs only ``subcommand("bench", "help text", add_arguments, run)`` there.
+``add_model_args`` / ``add_sampling_args`` give the shared options. Raise ``CLIError`` (or any
+ValueError / FileNotFoundError with a clear message) for a user mistake: ``main`` prints it as
+``llama2-lab: error: ...`` and exits 2, with no traceback.
+Heavy imports (torch, checkpoints) happen inside the commands so ``--help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+PROG = "llama2-lab"
+EXIT_USAGE = 2  # argparse's code for a usage error; used for every user mistake
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+class CLIError(Exception):
+    """A user mistake, printed as one line."""
+
+
+# --- shared options -------------------------------------------------------------------------------
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """checkpoint (optional, default: the shipped model), --device, --dtype, --threads, --tokenizer."""
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="a checkpoint: project folder, Meta folder, Hugging Face folder or llama2.c .bin "
+                        "(default: the shipped model, assets/models/llama2-lab-tiny)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or mps (default: cuda, else mps, else cpu)")
+    p.add_argument("--dtype", default=None,
+                   help="fp32, bf16 or fp16 (default: bf16 on a GPU that supports it, else fp32)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for PyTorch (default: PyTorch's choice; 1 is often fastest for tiny models)")
+    p.add_argument("--tokenizer", default=None, metavar="PATH",
+                   help="the SentencePiece tokenizer.model, when it does not sit beside the checkpoint "
+                        "(e.g. tok512.model for a llama2.c stories260K.bin)")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
+    """--max-new-tokens, --temperature, --top-p, --top-k, --seed, --greedy."""
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
+                   help=f"most tokens to generate (default {max_new_tokens}; the context may stop it sooner)")
+    p.add_argument("--temperature", type=float, default=0.6,
+                   help="softmax temperature; 0 = greedy (default 0.6, Meta's llama default)")
+    p.add_argument("--top-p", type=float, default=0.9,
+                   help="nucleus sampling: keep the most likely tokens up to this mass (default 0.9, Meta's); 1 = off")
+    p.add_argument("--top-k", type=int, default=None, help="keep only the k most likely tokens (default: off)")
+    p.add_argument("--seed", type=int, default=None, help="random seed, for reproducible sampling")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token (= --temperature 0)")
+
+
+def _sampling(args) -> dict:
+    """The sampling keyword arguments of ``generate``, checked before any model is loaded."""
+    from .generate import check_sampling
+
+    temperature = 0.0 if args.greedy else args.temperature
+    check_sampling(temperature, args.top_k, args.top_p)
+    if args.max_new_tokens < 0:
+        raise CLIError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}.")
+    return dict(temperature=temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+
+
+def _load(args):
+    """(model, tokenizer) from the checkpoint/--device/--dtype/--tokenizer arguments."""
+    from pathlib import Path
+
+    from . import checkpoint
+    from .generate import pick_device, resolve_dtype
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads must be >= 1, got {args.threads}.")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    path = Path(args.checkpoint) if args.checkpoint else checkpoint.default_model_path()
+    if not path.exists():
+        raise CLIError(f"checkpoint {path} does not exist.")
+    if args.tokenizer:
+        tok_path = Path(args.tokenizer)
+        if not tok_path.exists():
+            raise CLIError(f"tokenizer {tok_path} does not exist.")
+        if tok_path.is_file():
+            from .tokenizer import Tokenizer
+
+            tokenizer = Tokenizer(tok_path)
+        else:
+            tokenizer = checkpoint.load_tokenizer(tok_path, required=True)
+    else:
+        tokenizer = checkpoint.load_tokenizer(path, required=True)
+    t0 = time.perf_counter()
+    model = checkpoint.load_model(path, device=device, dtype=dtype)
+    vocab = model.args.vocab_size
+    if len(tokenizer) > vocab:
+        raise CLIError(f"the tokenizer has {len(tokenizer)} pieces but the model's vocabulary is {vocab}: "
+                       "they do not belong together; pass the right one with --tokenizer.")
+    _note(f"loaded {path} ({model.num_params():,} parameters, {str(dtype).removeprefix('torch.')}, {device}) "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return model, tokenizer
+
+
+def _note(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+# --- generate -----------------------------------------------------------------------------------
+def run_generate(args) -> int:
+    from .generate import stream
+
+    sampling = _sampling(args)
+    model, tokenizer = _load(args)
+    prompt = tokenizer.encode(args.prompt, bos=True)
+    # The prompt is printed as the user wrote it; the stream continues its text (leading space kept).
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+    t0 = time.perf_counter()
+    pieces = stream(model, tokenizer, prompt, args.max_new_tokens, eos_id=tokenizer.eos_id,
+                    compile=args.compile, **sampling)
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    seconds = time.perf_counter() - t0
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    n = len(pieces.tokens)
+    _note(f"{n} tokens in {seconds:.2f} s ({n / max(seconds, 1e-9):.1f} tokens/s), prompt {len(prompt)} tokens, "
+          f"stopped by {_REASONS[pieces.stop_reason]}")
+    return 0
+
+
+_REASONS = {"eos": "end of sequence", "stop": "a stop string", "length": "--max-new-tokens",
+            "context": "the end of the model's context (max_seq_len)"}
+
+
+def add_generate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate", help="continue a prompt, streaming the text",
+        description="Continue --prompt with the model, streaming text to stdout; the token count and speed "
+                    "go to stderr. Sampling defaults are Meta's: temperature 0.6, top-p 0.9.")
+    add_model_args(p)
+    p.add_argument("--prompt", default="", help="text to continue (default: empty, start from BOS)")
+    add_sampling_args(p)
+    p.add_argument("--compile", action="store_true",
+                   help="decode with the fast path: static KV cache + torch.compile (CUDA graphs on a GPU); "
+                        "the first run pays the compile time")
+    p.set_defaults(run=run_generate)
+
+
+# --- chat ----------------------------------------------------------------------------------------
+def run_chat(args) -> int:
+    from .chat import DialogError, encode_dialog
+    from .generate import fit_dialog, stream
+
+    sampling = _sampling(args)
+    model, tokenizer = _load(args)
+    interactive = sys.stdin.isatty()
+    max_seq_len = model.args.max_seq_len
+    # Keep room for the answer: the prompt may take the context less the reply budget (at most half).
+    max_prompt = max_seq_len - min(max(args.max_new_tokens, 1), max_seq_len // 2)
+    dialog = [{"role": "system", "content": args.system}] if args.system else []
+    if interactive:
+        print("Chat with the model; Ctrl-D to quit.", file=sys.stderr)
+    while True:
+        if interactive:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line:  # EOF
+            if interactive:
+                sys.stdout.write("\n")
+            return 0
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        try:
+            fitted, dropped = fit_dialog(tokenizer, dialog + [{"role": "user", "content": text}], max_prompt)
+        except (DialogError, ValueError) as err:  # a tag in the message, or a message too long: skip it
+            print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+            continue
+        if dropped:
+            _note(f"dropped the {dropped} oldest turn(s) so the dialog fits the context "
+                  f"({max_prompt} of max_seq_len={max_seq_len} tokens for the prompt)")
+        ids = encode_dialog(tokenizer, fitted)
+        pieces = stream(model, tokenizer, ids, args.max_new_tokens, eos_id=tokenizer.eos_id, **sampling)
+        reply = []
+        for piece in pieces:
+            if not reply:
+                piece = piece[1:] if piece.startswith(" ") else piece  # "▁" after [/INST], as Meta's decode
+            reply.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        dialog = fitted + [{"role": "assistant", "content": "".join(reply)}]
+
+
+def add_chat(subparsers) -> None:
+    p = subparsers.add_parser(
+        "chat", help="talk to a chat model in the Llama-2-chat format",
+        description="An interactive Llama-2-chat loop ([INST] ... [/INST]). Reads one user message per line; "
+                    "through a pipe it answers each line of stdin and stops at EOF. When the dialog outgrows "
+                    "the context, the oldest turns are dropped (the system message stays).")
+    add_model_args(p)
+    p.add_argument("--system", default=None, help="a system message, merged into the first user turn")
+    add_sampling_args(p, max_new_tokens=256)
+    p.set_defaults(run=run_chat)
+
+
+# --- info, family ---------------------------------------------------------------------------------
+def run_info(args) -> int:
+    from . import checkpoint
+
+    print(checkpoint.format_info(checkpoint.info(args.path)))
+    return 0
+
+
+def add_info(subparsers) -> None:
+    p = subparsers.add_parser("info", help="describe a checkpoint without loading its weights",
+                              description="Format, configuration, parameter count, dtypes and files of a "
+                                          "checkpoint, read from its headers only.")
+    p.add_argument("path", help="a checkpoint folder or llama2.c .bin file")
+    p.set_defaults(run=run_info)
+
+
+def run_family(args) -> int:
+    from .calc import format_family_table
+
+    print(format_family_table())
+    return 0
+
+
+def add_family(subparsers) -> None:
+    p = subparsers.add_parser("family", help="the Llama 1 and Llama 2 family: configs and exact parameter counts",
+                              description="The published Llama 1 and Llama 2 sizes with their configurations "
+                                          "and exact parameter counts.")
+    p.set_defaults(run=run_family)
+
+
+def subcommand(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], object],
+               run: Callable[[argparse.Namespace], int]) -> Callable[[argparse._SubParsersAction], None]:
+    """An entry for ``COMMANDS`` from a module's ``add_arguments(parser)`` and ``run(args) -> int``."""
+    def add(subparsers) -> None:
+        p = subparsers.add_parser(name, help=help, description=help)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    add.__name__ = f"add_{name}"
+    return add
+
+
+def _lazy(module: str, add: str, run: str) -> tuple[Callable, Callable]:
+    """``add_arguments`` and ``run`` of a module that is imported only when that command is used or listed."""
+    from importlib import import_module
+
+    return (lambda p: getattr(import_module(f".{module}", __package__), add)(p),
+            lambda a: getattr(import_module(f".{module}", __package__), run)(a))
+
+
+# One entry per subcommand, in the order --help lists them.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_generate, add_chat, add_info, add_family,
+    subcommand("train", "pretrain a tiny Llama 2 with the Llama 2 recipe (generated stories or --text FILE)",
+               *_lazy("train", "add_train_arguments", "run_from_args")),
+    subcommand("gatt", "reproduce Ghost Attention in miniature: baseline SFT vs GAtt, trained and evaluated",
+               *_lazy("gatt", "add_gatt_arguments", "run_from_args")),
+    subcommand("bench", "benchmark decoding: the project's model (eager, compiled) next to Hugging Face",
+               *_lazy("bench", "add_bench_arguments", "run_from_args")),
+    subcommand("course", "instructor tools: write student copies of the notebooks without solutions",
+               *_lazy("course", "add_course_arguments", "run_from_args")),
+]
+
+
+# --- entry point ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Llama 2, built piece by piece: run, chat, inspect.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.strerror}: {err.filename}"
+    return str(err) or type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 2 user mistake, 130 Ctrl-C)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error already printed by argparse
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    if not hasattr(args, "run"):  # no command given
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `llama2-lab generate | head`: the reader left, nothing more to say
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except (CLIError, ValueError, OSError) as err:  # user mistakes: bad path, checkpoint, arguments, device
+        sys.stdout.flush()
+        print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
