@@ -163,7 +163,9 @@ class ModelArgs:
 
 
 def _divisors_near(n: int, target: int, k: int = 4) -> list[int]:
-    divs = [d for d in range(1, n + 1) if n % d == 0 and (n // d) % 2 == 0]
+    """Up to k divisors d of n with an even n // d, closest to target (O(sqrt n), safe for any n)."""
+    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    divs = {d for s in small for d in (s, n // s) if (n // d) % 2 == 0}
     return sorted(divs, key=lambda d: abs(d - target))[:k]
 
 
