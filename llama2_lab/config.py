@@ -188,7 +188,7 @@ PRESETS: dict[str, dict] = {
     "tiny-mqa": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=1, vocab_size=512, multiple_of=32, max_seq_len=256),
     # The shape of llama2.c's stories260K and the shipped model (see assets/models/*/MODEL_CARD.md).
     "stories260k": dict(dim=64, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, multiple_of=4, max_seq_len=512),
-    "lab-tiny": dict(dim=288, n_layers=6, n_heads=6, n_kv_heads=2, vocab_size=4096, multiple_of=32, max_seq_len=512),
+    "lab-tiny": dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=2, vocab_size=2048, multiple_of=32, max_seq_len=256),
 }
 
 LLAMA2_SIZES = ("llama2-7b", "llama2-13b", "llama2-34b", "llama2-70b")

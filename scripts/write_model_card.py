@@ -1,0 +1,156 @@
+"""Write MODEL_CARD.md for a model trained by `llama2_lab.train` (run by scripts/make_tiny_model.sh).
+
+Every number comes from the run's own loss_curve.json and the saved files; the two sample stories
+are generated here from "Once upon a time" (greedy, and T = 0.8 with a fixed seed).
+
+    .venv/bin/python scripts/write_model_card.py assets/models/llama2-lab-tiny [--note-file FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from llama2_lab.checkpoint import load_model, load_tokenizer
+from llama2_lab.io_utils import atomic_write_text
+from llama2_lab.train import TrainConfig, sample_text
+
+PROMPT = "Once upon a time"
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("folder", type=Path)
+    p.add_argument("--note", default="", help="a paragraph about the run (e.g. machine contention)")
+    p.add_argument("--note-file", type=Path, help="Markdown file whose text is used as --note")
+    args = p.parse_args()
+    folder = args.folder
+    if args.note_file:
+        args.note = args.note_file.read_text(encoding="utf-8").strip()
+    torch.set_num_threads(1)
+
+    curve = json.loads((folder / "loss_curve.json").read_text())
+    s, cfg = curve["summary"], TrainConfig.from_dict(curve["config"])
+    if not s:
+        raise SystemExit(f"{folder}/loss_curve.json has no summary: the training run did not finish.")
+    model = load_model(folder, device="cpu", dtype=torch.float32).eval()
+    tok = load_tokenizer(folder)
+    a = model.args
+    n_params = model.num_params()
+    size = (folder / "model.safetensors").stat().st_size
+    dtype = next(model.parameters()).dtype
+    greedy = sample_text(model, tok, PROMPT, a.max_seq_len, temperature=0.0)
+    hot = sample_text(model, tok, PROMPT, a.max_seq_len, temperature=0.8, top_p=0.9, seed=0)
+    first_val = next(r for r in curve["rows"] if r.get("val_loss") is not None)
+    n_threads = cfg.num_threads or "torch default"
+
+    card = f"""# llama2-lab-tiny
+
+A {n_params / 1e6:.1f} M-parameter Llama 2, trained from scratch in about {s['wall_time_s'] / 60:.0f} minutes
+on a 2-core CPU with the Llama 2 pretraining recipe (paper §2.2), on simple English stories written by
+`llama2_lab.data`. It is the model the course and `llama2-lab generate` use by default. It writes
+short children's stories and nothing else: it knows a few hundred words and no facts.
+
+## Architecture (Llama 2, small)
+
+| | |
+|---|---|
+| dim / layers | {a.dim} / {a.n_layers} |
+| heads / kv heads | {a.n_heads} / {a.kv_heads} ({a.attention_kind}: {a.n_rep} query heads share each key/value head, as in Llama 2 34B/70B) |
+| head_dim | {a.head_dim} |
+| FFN (SwiGLU) hidden | {a.hidden_dim} (multiple_of {a.multiple_of}) |
+| norm | RMSNorm, eps {a.norm_eps}, pre-norm |
+| positions | RoPE, theta {a.rope_theta:g}, max_seq_len {a.max_seq_len} |
+| vocab | {a.vocab_size} (SentencePiece BPE, Llama 2 trainer settings, byte fallback) |
+| parameters | {n_params:,} (untied embedding and output) |
+| file | `model.safetensors`, {dtype}, {size / 2**20:.1f} MiB; `params.json`; `tokenizer.model` |
+
+## Data
+
+- Training: the first {cfg.n_train_stories:,} stories of `llama2_lab.data.train_stories` (seed
+  `data.TRAIN_SEED`); each story is `BOS + story + EOS`, packed into rows of {cfg.seq_len + 1} tokens.
+- Validation: {cfg.n_valid_stories:,} stories from `data.valid_stories` (seed `data.VALID_SEED`, never trained on).
+- Tokenizer: `llama2_lab.tokenizer.train_tokenizer` on the first {cfg.tokenizer_docs:,} training stories,
+  vocab {cfg.vocab_size}; a newline (between paragraphs) is byte token `<0x0A>`, as in Llama 2.
+
+## Training (the Llama 2 recipe, scaled down)
+
+| | this model | Llama 2 (§2.2) |
+|---|---|---|
+| optimizer | AdamW β=({cfg.beta1}, {cfg.beta2}), eps {cfg.eps:g} | same |
+| weight decay | {cfg.weight_decay} (matrices only) | 0.1 |
+| gradient clipping | {cfg.grad_clip} | 1.0 |
+| schedule | {cfg.warmup_steps} warmup steps, cosine to {cfg.min_lr_ratio:.0%} of peak | 2000 warmup steps, cosine to 10 % |
+| peak LR | {cfg.lr:g} | 3e-4 (7B) |
+| batch | {cfg.batch_size} × {cfg.seq_len} = {cfg.tokens_per_step:,} tokens | 4M tokens |
+| steps | {s['step']:,} | ~500k |
+| tokens seen | {s['tokens_seen']:,} | 2T |
+| seed | {cfg.seed} | |
+
+## Results
+
+| | |
+|---|---|
+| train loss (last {min(cfg.log_every, s['step'])} steps) | {s['train_loss']:.3f} |
+| validation loss | {s['val_loss']:.3f} (first measured: {first_val['val_loss']:.3f} at step {first_val['step']}) |
+| validation perplexity | {s['val_perplexity']:.2f} |
+| wall time | {s['wall_time_s']:.0f} s ({s['wall_time_s'] / 60:.1f} min) |
+| throughput | {s['tokens_per_s']:,.0f} tokens/s |
+| hardware | 2-core CPU, {cpu_name()}, torch threads: {n_threads} |
+| software | torch {torch.__version__}, Python {platform.python_version()} |
+
+![loss curve](loss_curve.png) — the numbers behind it are in `loss_curve.json`.
+
+{args.note}
+
+## Samples (prompt "{PROMPT}", up to {a.max_seq_len} tokens)
+
+Greedy (`llama2-lab generate --prompt "{PROMPT}" --temperature 0`):
+
+> {greedy.replace(chr(10), chr(10) + "> ")}
+
+Temperature 0.8, top-p 0.9, seed 0:
+
+> {hot.replace(chr(10), chr(10) + "> ")}
+
+## Reproduce
+
+```bash
+scripts/make_tiny_model.sh          # = python -m llama2_lab.train --preset lab-tiny --out {folder.as_posix()} \\
+                                    #     --checkpoint runs/lab-tiny/checkpoint.pt --threads 1
+                                    #   then python scripts/write_model_card.py {folder.as_posix()}
+```
+
+Training is deterministic for a given seed, thread count and torch build; on other machines the
+weights differ by float rounding and the losses agree to about two decimals.
+
+## Licence
+
+MIT, like the rest of llama2-lab. Trained from scratch on text generated by this project's own code:
+no Meta weights and no third-party data are involved. Llama 2 is a trademark of Meta; this is an
+independent, tiny model with the Llama 2 architecture, made for teaching.
+"""
+    atomic_write_text(folder / "MODEL_CARD.md", card)
+    print(f"wrote {folder / 'MODEL_CARD.md'}: ppl {s['val_perplexity']:.2f}, {n_params:,} params")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
