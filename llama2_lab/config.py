@@ -9,7 +9,6 @@ Dimension glossary used across the package:
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 

@@ -736,16 +736,6 @@ def _shape(cfg: TrainConfig) -> str:
             f"vocab {a.vocab_size}, {count_params(a)['total']:,} params")
 
 
-def add_parser(subparsers) -> None:
-    """`llama2-lab train`, in cli.py's convention (append this to cli.COMMANDS)."""
-    p = subparsers.add_parser(
-        "train", help="pretrain a small Llama 2 from scratch (generated stories or --text FILE)",
-        description="Pretrain a small Llama 2 with the paper's recipe (AdamW 0.9/0.95, cosine to 10 %, "
-                    "weight decay 0.1, clip 1.0) on generated stories or a text file.")
-    add_train_arguments(p)
-    p.set_defaults(run=run_from_args)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llama2_lab.train", description=__doc__.split("\n")[0])
     add_train_arguments(parser)

@@ -7,22 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from llama2_lab.cli import COMMANDS, main
 from llama2_lab.config import ModelArgs
 from llama2_lab.model import Transformer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

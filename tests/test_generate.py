@@ -28,15 +28,6 @@ from llama2_lab.generate import (
 from llama2_lab.model import Transformer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine extra threads only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --- helpers ------------------------------------------------------------------------------------
 def tiny(preset="tiny", seed=0, **overrides):
     """A small random model; std 0.5 keeps its next-token choices far from uniform (no near-ties)."""
