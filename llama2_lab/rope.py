@@ -38,12 +38,16 @@ def apply_rotary_emb(xq: torch.Tensor, xk: torch.Tensor, freqs_cis: torch.Tensor
 
 
 def rotate_pairs(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
-    """(x[2i] + i·x[2i+1]) · e^{i·m·θ_i}, written with real arithmetic; x is (B, T, H, head_dim)."""
+    """(x[2i] + i·x[2i+1]) · e^{i·m·θ_i} on x (B, T, H, head_dim); freqs_cis complex or (T, hd/2, 2) real."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, T, H, head_dim/2, 2)
+    if not torch.compiler.is_compiling():
+        # Eager: one complex multiply is a single kernel (Meta's formulation), ~3x fewer ops than below.
+        rot = freqs_cis if freqs_cis.is_complex() else torch.view_as_complex(freqs_cis)  # (T, head_dim/2)
+        return torch.view_as_real(torch.view_as_complex(pairs) * rot[None, :, None, :]).flatten(-2).type_as(x)
+    # Compiled: the same rotation in real arithmetic, which the compiler fuses (it handles no complex dtypes).
     if freqs_cis.is_complex():
         freqs_cis = torch.view_as_real(freqs_cis)
-    cos, sin = freqs_cis[..., 0], freqs_cis[..., 1]  # (T, head_dim/2) each
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # (1, T, 1, head_dim/2), broadcast over B, H
-    pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, T, H, head_dim/2, 2)
+    cos, sin = freqs_cis[None, :, None, :, 0], freqs_cis[None, :, None, :, 1]  # (1, T, 1, head_dim/2)
     a, b = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)  # (B, T, H, head_dim/2, 2)
     return rotated.flatten(-2).type_as(x)  # (B, T, H, head_dim)

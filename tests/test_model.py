@@ -72,10 +72,10 @@ def test_recording_during_cached_decoding_gives_rows():
 
 
 def test_bf16_model_keeps_rope_in_float32():
-    m = make().to(torch.bfloat16)
+    m = make(qk_std=0.1).to(torch.bfloat16)  # sharp attention would amplify bf16 rounding
     assert m.freqs_cis.dtype == torch.float32 and m.output.weight.dtype == torch.bfloat16
-    ref = make()
-    tokens = torch.randint(0, 512, (1, 20))
+    ref = make(qk_std=0.1)
+    tokens = torch.randint(0, 512, (1, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (m(tokens) - ref(tokens)).abs().max() / ref(tokens).abs().max()
     assert diff < 0.1  # bf16 rounding only
