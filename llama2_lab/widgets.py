@@ -40,6 +40,11 @@ class Explorer:
         self.status = W.HTML()
         self.widget = W.VBox([W.HBox(list(self.controls.values()), layout=W.Layout(flex_flow="row wrap")),
                               self.image, self.status])
+        # Stable selectors for the browser tests: l2l-component, -image, and l2l-control-<name>.
+        self.widget.add_class("l2l-component")
+        self.image.add_class("l2l-component-image")
+        for name, control in self.controls.items():
+            control.add_class(f"l2l-control-{name}")
         self._holding = False
         self.figure = None
         self.png = b""

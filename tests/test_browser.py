@@ -74,10 +74,13 @@ class Deadline:
 
 
 @pytest.fixture
-def lab(tmp_path):
-    """A JupyterLab server on a free port serving a copy of the notebook; yields (url, name, deadline)."""
+def lab(tmp_path, request):
+    """A JupyterLab server on a free port serving a copy of the notebook; yields (url, name, deadline).
+
+    The notebook is 08 unless a test passes another path with ``indirect=True``.
+    """
     _need_chromium()
-    notebook = _notebook()
+    notebook = getattr(request, "param", None) or _notebook()
     pytest.importorskip("playwright.sync_api")
     deadline = Deadline(BUDGET_S)
     root = tmp_path / "root"
