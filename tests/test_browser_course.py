@@ -4,12 +4,15 @@ Reuses the server fixture of test_browser.py: notebook 03's RoPE explorer (move 
 00's config explorer (pick a preset); each change must redraw the figure. Screenshots go to build/screenshots.
 """
 
+from contextlib import contextmanager
+
 import pytest
 
 from test_browser import CHROMIUM, CHROMIUM_ARGS, IDLE, ROOT, SHOTS, _src, _wait_idle, _wait_src_change, lab  # noqa: F401
 
 pytestmark = pytest.mark.browser
 NOTEBOOKS = ROOT / "notebooks"
+IMG = "img.l2l-component-image"
 
 
 def _run_all(page, url, name, deadline):
@@ -24,54 +27,41 @@ def _run_all(page, url, name, deadline):
     assert not tracebacks, tracebacks[:1]
 
 
-def _browser(p, tmp_path):
-    return p.chromium.launch_persistent_context(
-        str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": 1300, "height": 1100})
+@contextmanager
+def _component_widget(lab, tmp_path):
+    """Open the notebook, run all, and yield (page, first component widget, its image's src)."""
+    from playwright.sync_api import sync_playwright
+
+    url, name, deadline = lab
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1300, "height": 1100})
+        try:
+            page = browser.pages[0] if browser.pages else browser.new_page()
+            _run_all(page, url, name, deadline)
+            widget = page.locator(".l2l-component").first
+            widget.scroll_into_view_if_needed()
+            yield page, widget, _src(page.locator(IMG).first), deadline
+        finally:
+            browser.close()
 
 
 @pytest.mark.parametrize("lab", [NOTEBOOKS / "03_rope.ipynb"], indirect=True)
 def test_rope_explorer_slider_redraws(lab, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    url, name, deadline = lab
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = _browser(p, tmp_path)
-        try:
-            page = browser.pages[0] if browser.pages else browser.new_page()
-            _run_all(page, url, name, deadline)
-            widget = page.locator(".l2l-component").first
-            widget.scroll_into_view_if_needed()
-            img = "img.l2l-component-image"
-            before = _src(page.locator(img).first)
-            handle = widget.locator(".l2l-control-m .noUi-handle").first
-            handle.focus()
-            for _ in range(3):
-                handle.press("ArrowRight")
-            _wait_src_change(page, img, 0, before, deadline, "moving the query-position slider")
-            widget.screenshot(path=str(SHOTS / "course_rope_explorer.png"))
-        finally:
-            browser.close()
+    with _component_widget(lab, tmp_path) as (page, widget, before, deadline):
+        handle = widget.locator(".l2l-control-m .noUi-handle").first
+        handle.focus()
+        for _ in range(3):
+            handle.press("ArrowRight")
+        _wait_src_change(page, IMG, 0, before, deadline, "moving the query-position slider")
+        widget.screenshot(path=str(SHOTS / "course_rope_explorer.png"))
 
 
 @pytest.mark.parametrize("lab", [NOTEBOOKS / "00_welcome.ipynb"], indirect=True)
 def test_config_explorer_preset_redraws(lab, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    url, name, deadline = lab
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = _browser(p, tmp_path)
-        try:
-            page = browser.pages[0] if browser.pages else browser.new_page()
-            _run_all(page, url, name, deadline)
-            widget = page.locator(".l2l-component").first
-            widget.scroll_into_view_if_needed()
-            img = "img.l2l-component-image"
-            before = _src(page.locator(img).first)
-            widget.locator(".l2l-control-preset select").select_option("llama2-70b")
-            _wait_src_change(page, img, 0, before, deadline, "choosing the llama2-70b preset")
-            widget.screenshot(path=str(SHOTS / "course_config_explorer.png"))
-        finally:
-            browser.close()
+    with _component_widget(lab, tmp_path) as (page, widget, before, deadline):
+        widget.locator(".l2l-control-preset select").select_option("llama2-70b")
+        _wait_src_change(page, IMG, 0, before, deadline, "choosing the llama2-70b preset")
+        widget.screenshot(path=str(SHOTS / "course_config_explorer.png"))
