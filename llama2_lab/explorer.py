@@ -363,7 +363,40 @@ def _bin_note(S: int, b: int) -> str:
 VIEWS = {"head": "single head", "heads": "all heads", "network": "whole network"}
 
 
-class AttentionExplorer:
+class _LiveView:
+    """What both explorers share: the ipywidgets box built on first use (so the figure functions
+    work without ipywidgets), PNG saving, and a display that falls back to the PNG where no widget
+    state is kept (nbconvert, GitHub). Subclasses provide `current_png` and `_build_widget`."""
+
+    _widget = None
+
+    def current_png(self) -> bytes:
+        raise NotImplementedError
+
+    def _build_widget(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def widget(self):
+        if self._widget is None:
+            self._build_widget()
+        return self._widget
+
+    def save_png(self, path) -> Path:
+        """Write the current view as a PNG file (atomically) and return its path."""
+        path = Path(path)
+        atomic_write_bytes(path, self.current_png())
+        return path
+
+    def _repr_mimebundle_(self, **kwargs):
+        # A live frontend renders the widget; nbconvert/GitHub (no widget state) fall back to the PNG.
+        bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        bundle["image/png"] = base64.b64encode(self.current_png()).decode("ascii")
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+
+class AttentionExplorer(_LiveView):
     """Widgets over recorded attention: pick a layer, a head, a view and a query token.
 
     patterns: {layer or "layers.{i}.attention.pattern": (n_heads, S, S) or (1, n_heads, S, S)};
@@ -428,12 +461,6 @@ class AttentionExplorer:
 
     def current_png(self) -> bytes:
         return self._png
-
-    def save_png(self, path) -> Path:
-        """Write the current view as a PNG file (atomically) and return its path."""
-        path = Path(path)
-        atomic_write_bytes(path, self._png)
-        return path
 
     def row_html(self) -> str:
         """The selected query token's attention row as shaded text: this layer and head, or in the
@@ -532,13 +559,6 @@ class AttentionExplorer:
         return buf.getvalue()
 
     # ---- widgets ----
-    @property
-    def widget(self):
-        """The ipywidgets box (built on first use, so the figure functions work without ipywidgets)."""
-        if self._widget is None:
-            self._build_widget()
-        return self._widget
-
     def _build_widget(self) -> None:
         import ipywidgets as W
 
@@ -625,14 +645,6 @@ class AttentionExplorer:
         except OSError as err:
             self._w_status.value = f'<span style="color:#b00">could not save: {html.escape(str(err))}</span>'
 
-    def _repr_mimebundle_(self, **kwargs):
-        # A live frontend renders the widget; nbconvert/GitHub (no widget state) fall back to the PNG.
-        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
-        bundle = dict(bundle)
-        bundle["image/png"] = base64.b64encode(self._png).decode("ascii")
-        bundle["text/plain"] = repr(self)
-        return bundle
-
     def __repr__(self) -> str:
         s = self.state
         return (f"AttentionExplorer({len(self.layers)} layers, {self.n_heads} heads / {self.n_kv_heads} KV heads, "
@@ -699,7 +711,7 @@ def _sampler_settings(temperature, top_k, top_p) -> tuple[float, int | None, flo
     return float(temperature), k, (None if p is None else float(p))
 
 
-class SamplingPlayground:
+class SamplingPlayground(_LiveView):
     """Prompt, temperature / top-k / top-p sliders, the next-token distribution after each step,
     and a button that samples one token and appends it (seeded, so a session replays exactly).
 
@@ -793,11 +805,6 @@ class SamplingPlayground:
         self._render()
         return self._figure
 
-    def save_png(self, path) -> Path:
-        path = Path(path)
-        atomic_write_bytes(path, self.current_png())
-        return path
-
     def _redraw(self) -> None:
         # Drawn lazily: a script that samples 50 tokens draws one chart, not 50. A live widget
         # needs the picture at once.
@@ -815,12 +822,6 @@ class SamplingPlayground:
         self._png = figure_png(self._figure)
 
     # ---- widgets ----
-    @property
-    def widget(self):
-        if self._widget is None:
-            self._build_widget()
-        return self._widget
-
     def _build_widget(self) -> None:
         import ipywidgets as W
 
@@ -894,12 +895,6 @@ class SamplingPlayground:
             self._w_sample.disabled = self._w_sample10.disabled = full
         finally:
             self._updating = False
-
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
-        bundle["image/png"] = base64.b64encode(self.current_png()).decode("ascii")
-        bundle["text/plain"] = repr(self)
-        return bundle
 
     def __repr__(self) -> str:
         return (f"SamplingPlayground({len(self.ids)} tokens, temperature={self.temperature}, top_k={self.top_k}, "
