@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Jupyter refuses to start as root (containers, CI images) unless told; a normal user gets no flag.
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks notebooks/00_welcome.ipynb
+	$(VENV)/bin/jupyter lab $(LAB_ROOT) --notebook-dir=notebooks notebooks/00_welcome.ipynb
 
 story: $(STAMP)
 	$(VENV)/bin/llama2-lab generate --prompt "Once upon a time" --temperature 0.8 --seed 0
