@@ -650,6 +650,57 @@ def sample_text(model: Transformer, tokenizer, prompt: str = "Once upon a time",
 
 
 # ----------------------------------------------------------------------------------------------
+# Does the model copy from its context? (what keeps a character's name from drifting)
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def name_copy_scores(model: Transformer, tokenizer, stories) -> list[float]:
+    """log p(right name | a name) wherever a character's name comes back in `stories` (texts).
+
+    Every generator name is one token, so the probability the model gives the right name among all
+    of them measures copying directly: a model that guesses from its prior scores about
+    log(1/224) = -5.41 everywhere; one with a copy (induction-style) circuit scores near 0.
+    """
+    from . import data
+
+    pieces = [tokenizer.encode(n) for n in data.GIRL_NAMES + data.BOY_NAMES]
+    names = {p[0] for p in pieces if len(p) == 1}
+    name_ids = torch.tensor(sorted(names))
+    was_training = model.training
+    model.eval()
+    scores = []
+    try:
+        for text in stories:
+            ids = tokenizer.encode(text, bos=True)[: model.args.max_seq_len]
+            logp = model(torch.tensor([ids])).log_softmax(-1)[0]  # (T, V)
+            seen = set()
+            for t in range(1, len(ids)):
+                if ids[t] in names:
+                    if ids[t] in seen:  # a name from earlier in this story comes back
+                        scores.append((logp[t - 1, ids[t]] - logp[t - 1, name_ids].logsumexp(0)).item())
+                    seen.add(ids[t])
+    finally:
+        model.train(was_training)
+    return scores
+
+
+@torch.no_grad()
+def repeated_token_losses(model: Transformer, n_rows: int = 4, length: int = 40, seed: int = 0) -> tuple[float, float]:
+    """Mean next-token loss on the first and the second copy of random token rows [BOS] x x.
+
+    A model with a general induction circuit finds the second copy far easier than the first."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(100, model.args.vocab_size, (n_rows, length), generator=gen)
+    seq = torch.cat([torch.ones(n_rows, 1, dtype=torch.long), x, x], 1)  # BOS = 1
+    was_training = model.training
+    model.eval()
+    try:
+        nll = -model(seq).log_softmax(-1)[:, :-1].gather(-1, seq[:, 1:, None])[..., 0]  # (B, 2·length)
+    finally:
+        model.train(was_training)
+    return nll[:, :length].mean().item(), nll[:, length + 1:].mean().item()
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line (`llama2-lab train`, wired in cli.py; also `python -m llama2_lab.train`)
 # ----------------------------------------------------------------------------------------------
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

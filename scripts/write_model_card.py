@@ -17,9 +17,12 @@ from pathlib import Path
 
 import torch
 
+from llama2_lab import data
 from llama2_lab.checkpoint import load_model, load_tokenizer
 from llama2_lab.io_utils import atomic_write_text
-from llama2_lab.train import TrainConfig, sample_text
+from llama2_lab.train import TrainConfig, repeated_token_losses, sample_text
+
+from copy_probe import name_copying  # scripts/copy_probe.py, beside this file
 
 PROMPT = "Once upon a time"
 
@@ -60,6 +63,9 @@ def main() -> int:
     hot = sample_text(model, tok, PROMPT, a.max_seq_len, temperature=0.8, top_p=0.9, seed=0)
     first_val = next(r for r in curve["rows"] if r.get("val_loss") is not None)
     n_threads = cfg.num_threads or "torch default"
+    with torch.no_grad():
+        n_names, name_logp, name_share = name_copying(model, tok)
+        rep_first, rep_second = repeated_token_losses(model)
 
     card = f"""# llama2-lab-tiny
 
@@ -111,6 +117,8 @@ short children's stories and nothing else: it knows a few hundred words and no f
 | train loss (last {min(cfg.log_every, s['step'])} steps) | {s['train_loss']:.3f} |
 | validation loss | {s['val_loss']:.3f} (first measured: {first_val['val_loss']:.3f} at step {first_val['step']}) |
 | validation perplexity | {s['val_perplexity']:.2f} |
+| names copied from the context (`scripts/copy_probe.py`) | where a name comes back ({n_names} cases in 60 validation stories): mean log p(right name \| a name) {name_logp:.2f} (uniform guess: {-math.log(len(data.GIRL_NAMES + data.BOY_NAMES)):.2f}); right name above 50 % in {name_share:.0%} |
+| repeated random tokens | loss {rep_first:.2f} on the first copy, {rep_second:.2f} on the second |
 | wall time | {s['wall_time_s']:.0f} s ({s['wall_time_s'] / 60:.1f} min) |
 | throughput | {s['tokens_per_s']:,.0f} tokens/s |
 | hardware | 2-core CPU, {cpu_name()}, torch threads: {n_threads} |

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -295,3 +296,61 @@ def test_sample_text_starts_with_the_prompt(tiny_data):
     assert greedy == tr.sample_text(result.model, result.tokenizer, "Once upon a time", 10)
     hot = tr.sample_text(result.model, result.tokenizer, "Once upon a time", 10, temperature=0.8, seed=1)
     assert isinstance(hot, str) and hot.startswith("Once upon a time")
+
+
+# ---- the copy probes: does a model copy names from its context? ------------------------------
+
+class _Fixed(torch.nn.Module):
+    """A stand-in model: logits from a rule on the whole input (it may peek at the answer)."""
+
+    def __init__(self, rule, vocab=2048):
+        super().__init__()
+        self.args = type("A", (), {"max_seq_len": 256, "vocab_size": vocab})()
+        self.rule = rule
+
+    def forward(self, ids):
+        return self.rule(ids)
+
+
+@pytest.fixture(scope="module")
+def story_tok():
+    from llama2_lab import data
+    from llama2_lab.tokenizer import train_tokenizer
+
+    return train_tokenizer(list(data.train_stories(600)), 2048, seed=0)
+
+
+def test_name_copy_scores_separate_a_guesser_from_a_copier(story_tok):
+    from llama2_lab import data
+
+    stories = list(data.valid_stories(12))
+    n_names = len({story_tok.encode(n)[0] for n in data.GIRL_NAMES + data.BOY_NAMES if len(story_tok.encode(n)) == 1})
+    flat = _Fixed(lambda ids: torch.zeros(*ids.shape, 2048))  # every token equally likely
+    scores = tr.name_copy_scores(flat, story_tok, stories)
+    assert len(scores) > 20 and all(math.isclose(s, -math.log(n_names), abs_tol=1e-5) for s in scores)
+
+    def peek(ids):  # position t-1 predicts the token at t: the perfect copier
+        out = torch.zeros(*ids.shape, 2048)
+        out[0, torch.arange(ids.shape[1] - 1), ids[0, 1:]] = 20.0
+        return out
+    assert all(s > -1e-6 for s in tr.name_copy_scores(_Fixed(peek), story_tok, stories))
+
+    def off_by_one(ids):  # predicts the token at t from position t: the probe must not reward it
+        out = torch.zeros(*ids.shape, 2048)
+        out[0, torch.arange(ids.shape[1]), ids[0]] = 20.0
+        return out
+    assert max(tr.name_copy_scores(_Fixed(off_by_one), story_tok, stories)) < -5
+
+
+def test_repeated_token_losses_see_a_second_copy():
+    def peek(ids):
+        out = torch.zeros(*ids.shape, 2048)
+        for b in range(ids.shape[0]):
+            out[b, torch.arange(ids.shape[1] - 1), ids[b, 1:]] = 20.0
+        return out
+    first, second = tr.repeated_token_losses(_Fixed(peek))
+    assert first < 1e-3 and second < 1e-3
+    args = dataclasses.replace(TrainConfig.from_preset("test").model_args(), max_seq_len=128)  # rows of 81
+    untrained = Transformer(args).init_weights(seed=0)
+    first, second = tr.repeated_token_losses(untrained)
+    assert abs(first - second) < 0.5 and first > 5  # no copy circuit at init: both halves hard
