@@ -24,7 +24,7 @@ import math
 import random
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -378,20 +378,29 @@ def loss_on(model: Transformer, rows: torch.Tensor, device: torch.device) -> tor
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
 
 
+@contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """model.eval() for the block, then back to whatever mode it was in (training stays training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate(model: Transformer, rows: torch.Tensor, batch_size: int, device: torch.device,
              max_batches: int | None = None) -> float:
     """Mean validation loss over the first `max_batches` batches of rows (N, T + 1), in eval mode."""
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    for i, start in enumerate(range(0, len(rows), batch_size)):
-        if max_batches is not None and i >= max_batches:
-            break
-        batch = rows[start:start + batch_size]
-        total += loss_on(model, batch, device).item() * len(batch)
-        count += len(batch)
-    model.train(was_training)
+    with _eval_mode(model):
+        for i, start in enumerate(range(0, len(rows), batch_size)):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = rows[start:start + batch_size]
+            total += loss_on(model, batch, device).item() * len(batch)
+            count += len(batch)
     return total / count
 
 
@@ -639,19 +648,23 @@ def sample_text(model: Transformer, tokenizer, prompt: str = "Once upon a time",
     from .generate import generate
 
     ids = tokenizer.encode(prompt, bos=True)
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         new = generate(model, ids, max_new_tokens=n, temperature=temperature, top_p=top_p, seed=seed,
                        eos_id=tokenizer.eos_id)
-    finally:
-        model.train(was_training)
     return tokenizer.decode(ids + list(new))
 
 
 # ----------------------------------------------------------------------------------------------
 # Does the model copy from its context? (what keeps a character's name from drifting)
 # ----------------------------------------------------------------------------------------------
+def name_token_ids(tokenizer) -> list[int]:
+    """The ids of the story generator's character names that are one token (sorted)."""
+    from . import data
+
+    pieces = (tokenizer.encode(n) for n in data.GIRL_NAMES + data.BOY_NAMES)
+    return sorted({p[0] for p in pieces if len(p) == 1})
+
+
 @torch.no_grad()
 def name_copy_scores(model: Transformer, tokenizer, stories) -> list[float]:
     """log p(right name | a name) wherever a character's name comes back in `stories` (texts).
@@ -660,15 +673,10 @@ def name_copy_scores(model: Transformer, tokenizer, stories) -> list[float]:
     of them measures copying directly: a model that guesses from its prior scores about
     log(1/224) = -5.41 everywhere; one with a copy (induction-style) circuit scores near 0.
     """
-    from . import data
-
-    pieces = [tokenizer.encode(n) for n in data.GIRL_NAMES + data.BOY_NAMES]
-    names = {p[0] for p in pieces if len(p) == 1}
-    name_ids = torch.tensor(sorted(names))
-    was_training = model.training
-    model.eval()
+    name_ids = torch.tensor(name_token_ids(tokenizer))
+    names = set(name_ids.tolist())
     scores = []
-    try:
+    with _eval_mode(model):
         for text in stories:
             ids = tokenizer.encode(text, bos=True)[: model.args.max_seq_len]
             logp = model(torch.tensor([ids])).log_softmax(-1)[0]  # (T, V)
@@ -678,8 +686,6 @@ def name_copy_scores(model: Transformer, tokenizer, stories) -> list[float]:
                     if ids[t] in seen:  # a name from earlier in this story comes back
                         scores.append((logp[t - 1, ids[t]] - logp[t - 1, name_ids].logsumexp(0)).item())
                     seen.add(ids[t])
-    finally:
-        model.train(was_training)
     return scores
 
 
@@ -691,12 +697,8 @@ def repeated_token_losses(model: Transformer, n_rows: int = 4, length: int = 40,
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(100, model.args.vocab_size, (n_rows, length), generator=gen)
     seq = torch.cat([torch.ones(n_rows, 1, dtype=torch.long), x, x], 1)  # BOS = 1
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         nll = -model(seq).log_softmax(-1)[:, :-1].gather(-1, seq[:, 1:, None])[..., 0]  # (B, 2·length)
-    finally:
-        model.train(was_training)
     return nll[:, :length].mean().item(), nll[:, length + 1:].mean().item()
 
 

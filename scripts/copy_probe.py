@@ -17,13 +17,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 
 import torch
 
 from llama2_lab import data
 from llama2_lab.checkpoint import load_model, load_tokenizer
-from llama2_lab.train import name_copy_scores, repeated_token_losses
+from llama2_lab.train import name_copy_scores, name_token_ids, repeated_token_losses
 
 
 def name_copying(model, tok, n_stories: int = 60) -> tuple[int, float, float]:
@@ -37,7 +38,7 @@ def names_at_introduction(model, tok) -> float:
     """Mean probability mass on the generator's names right after "named", where a story introduces a
     character: nothing can be copied there, so a model must still pick *some* name (a model whose copy
     heads misfire puts mass on "He", "Once", ... and writes "a boy named He")."""
-    names = sorted({p[0] for p in (tok.encode(n) for n in data.GIRL_NAMES + data.BOY_NAMES) if len(p) == 1})
+    names = name_token_ids(tok)
     prompts = ["Once upon a time, there was a little girl named", "Once upon a time, a clever boy named",
                "Once upon a time, there was a generous boy named", "One day, a cat named",
                "Once upon a time, there was a kind rabbit named"]
@@ -57,7 +58,7 @@ def main() -> None:
     n, mean, share = name_copying(model, tok)
     print(f"names coming back in {n} cases: mean log p(right name | a name) {mean:.2f} "
           f"(uniform over {len(data.GIRL_NAMES + data.BOY_NAMES)} names: "
-          f"{-torch.log(torch.tensor(float(len(data.GIRL_NAMES + data.BOY_NAMES)))).item():.2f}), "
+          f"{-math.log(len(data.GIRL_NAMES + data.BOY_NAMES)):.2f}), "
           f"right name > 50 % in {share:.0%}")
     print(f"after 'named' (a character is introduced): {names_at_introduction(model, tok):.0%} of the "
           f"probability on names")

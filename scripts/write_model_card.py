@@ -63,9 +63,8 @@ def main() -> int:
     hot = sample_text(model, tok, PROMPT, a.max_seq_len, temperature=0.8, top_p=0.9, seed=0)
     first_val = next(r for r in curve["rows"] if r.get("val_loss") is not None)
     n_threads = cfg.num_threads or "torch default"
-    with torch.no_grad():
-        n_names, name_logp, name_share = name_copying(model, tok)
-        rep_first, rep_second = repeated_token_losses(model)
+    n_names, name_logp, name_share = name_copying(model, tok)
+    rep_first, rep_second = repeated_token_losses(model)
 
     card = f"""# llama2-lab-tiny
 
