@@ -67,6 +67,12 @@ class TrainConfig:
     weight_decay: float = 0.1      # matrices only, never norm gains
     grad_clip: float = 1.0
     init_std: float = 0.02
+    # an optional last phase: `final_steps` more steps at the floor LR (min_lr_ratio · lr) with
+    # `final_batch_size` rows a step (None = batch_size): raising the batch instead of lowering the
+    # LR further averages away gradient noise (Smith et al. 2018, "Don't decay the learning rate,
+    # increase the batch size"); the lab-tiny preset uses it, see the comment there
+    final_steps: int = 0
+    final_batch_size: int | None = None
     # data
     text_file: str | None = None   # train on a UTF-8 text file instead of the generated stories
     n_train_stories: int = 2000    # generated corpus size (stories are reused for later epochs)
@@ -91,10 +97,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TrainError(f"{name} must be a positive integer, got {value!r}.")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every"):
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "final_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise TrainError(f"{name} must be an integer >= 0, got {value!r}.")
+        fb = self.final_batch_size
+        if fb is not None and (isinstance(fb, bool) or not isinstance(fb, int) or fb < 1):
+            raise TrainError(f"final_batch_size must be a positive integer or None, got {fb!r}.")
         if not self.lr > 0:
             raise TrainError(f"lr must be > 0, got {self.lr!r}.")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -116,7 +125,24 @@ class TrainConfig:
 
     @property
     def tokens_per_step(self) -> int:
+        """Tokens per step of the main phase (see batch_size_at for the final phase)."""
         return self.batch_size * self.seq_len
+
+    @property
+    def total_steps(self) -> int:
+        """All optimizer steps: the main phase (max_steps) and the final phase (final_steps)."""
+        return self.max_steps + self.final_steps
+
+    def batch_size_at(self, step: int) -> int:
+        """Rows in the batch of step `step` (0-based): batch_size, then final_batch_size."""
+        if step >= self.max_steps and self.final_batch_size is not None:
+            return self.final_batch_size
+        return self.batch_size
+
+    def rows_before(self, step: int) -> int:
+        """Training rows read by steps 0 … step - 1 (where step `step` starts reading)."""
+        main = min(step, self.max_steps)
+        return main * self.batch_size + (step - main) * self.batch_size_at(self.max_steps)
 
     @property
     def checkpoint_file(self) -> Path | None:
@@ -149,12 +175,18 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     # The shipped model, assets/models/llama2-lab-tiny (its MODEL_CARD.md has the measured numbers).
     # GQA with 4 query heads per key/value head, as Llama 2 34B/70B do with 8 kv heads (§2.2, A.2.1).
+    # Small batches on purpose: a model keeps a character's name only once it copies names from its
+    # context (an induction-style attention circuit), and that circuit forms after a number of tokens
+    # that grows with sqrt(batch x context) (Aoyama et al. 2025, arXiv:2511.16893). With 2 x 256
+    # tokens a step it formed after ~5M tokens (step ~10,000); 8 x 256 for 1-3M tokens never got
+    # there. The final 900 steps at batch 8 (floor LR) fix what the small batches leave behind: a
+    # copy head that also fires right after "named", where there is no name yet to copy.
     "lab-tiny": dict(
         model=dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=2, multiple_of=32),
-        vocab_size=2048, seq_len=256, batch_size=8, max_steps=560,
-        lr=3e-3, warmup_steps=30, n_train_stories=10000, n_valid_stories=300,
-        tokenizer_docs=5000, eval_every=40, eval_batches=4, log_every=10,
-        checkpoint_every=40,
+        vocab_size=2048, seq_len=256, batch_size=2, max_steps=24000,
+        lr=2e-3, warmup_steps=100, n_train_stories=40000, n_valid_stories=300,
+        tokenizer_docs=5000, eval_every=500, eval_batches=4, log_every=100,
+        checkpoint_every=500, final_steps=900, final_batch_size=8,
     ),
     # Under two minutes on two CPU cores (notebook 07, CI): the whole command took 108 s of CPU
     # time with one thread here. Validation loss falls from ~7 to ~1.0 and the samples go from
@@ -219,12 +251,22 @@ def batch_indices(step: int, batch_size: int, n_rows: int, seed: int) -> torch.T
 
     A pure function of (step, seed), so a resumed run reads exactly the batches it would have.
     """
-    start = step * batch_size
+    return _rows_from(step * batch_size, batch_size, n_rows, seed)
+
+
+def step_indices(step: int, cfg: TrainConfig, n_rows: int) -> torch.Tensor:
+    """batch_indices for a run whose batch size changes in its final phase (cfg.final_batch_size):
+    the stream of rows goes on where the main phase stopped reading."""
+    return _rows_from(cfg.rows_before(step), cfg.batch_size_at(step), n_rows, cfg.seed)
+
+
+def _rows_from(start: int, count: int, n_rows: int, seed: int) -> torch.Tensor:
+    """Rows start … start + count - 1 of the endless stream of seeded epoch permutations."""
     out, pos = [], start
-    while pos < start + batch_size:
+    while pos < start + count:
         epoch, offset = divmod(pos, n_rows)
         perm = _epoch_permutation(seed, epoch, n_rows)
-        take = min(start + batch_size - pos, n_rows - offset)
+        take = min(start + count - pos, n_rows - offset)
         out.append(perm[offset:offset + take])
         pos += take
     return torch.cat(out)
@@ -243,9 +285,9 @@ def _epoch_permutation(seed: int, epoch: int, n_rows: int) -> torch.Tensor:
     return _PERM_CACHE[key]
 
 
-def data_position(step: int, batch_size: int, n_rows: int) -> dict:
+def data_position(step: int, cfg: TrainConfig, n_rows: int) -> dict:
     """Where step `step` starts reading: epoch and row offset (stored in checkpoints, for humans)."""
-    epoch, offset = divmod(step * batch_size, n_rows)
+    epoch, offset = divmod(cfg.rows_before(step), n_rows)
     return {"step": step, "epoch": epoch, "row_offset": offset, "rows": n_rows}
 
 
@@ -424,7 +466,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
             raise TrainError(f"cannot resume: no checkpoint at {ckpt_file} (set out_dir or "
                              "checkpoint_path to the folder/file of the interrupted run).")
         state = load_checkpoint(ckpt_file)
-        _check_resumable(TrainConfig.from_dict(state["config"]), cfg)
+        _check_resumable(TrainConfig.from_dict(state["config"]), cfg, state["step"])
 
     if data is None:
         tok = None
@@ -454,7 +496,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
 
     t0 = time.perf_counter()
     tokens_at_t0 = tokens_seen
@@ -473,11 +515,11 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
         if callback is not None:
             callback(dict(row))
 
-    while step < cfg.max_steps:
+    while step < cfg.total_steps:
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        rows = data.train[batch_indices(step, cfg.batch_size, n_rows, cfg.seed)]  # (B, T + 1)
+        rows = data.train[step_indices(step, cfg, n_rows)]  # (B, T + 1)
         loss = loss_on(model, rows, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -485,7 +527,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
-        tokens_seen += cfg.tokens_per_step
+        tokens_seen += len(rows) * cfg.seq_len
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise TrainError(f"the loss became {loss_value} at step {step}: lower the peak lr "
@@ -494,7 +536,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
         window_n += 1
         tok_per_s = (tokens_seen - tokens_at_t0) / max(time.perf_counter() - t0, 1e-9)
 
-        do_eval = (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps
+        do_eval = (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps
         if step % cfg.log_every == 0 or do_eval:
             last_train_loss = window_loss / window_n
             window_loss, window_n = 0.0, 0
@@ -511,7 +553,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
             bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{val_loss:.3f}", tok_s=f"{tok_per_s:,.0f}",
                             refresh=False)
         if ckpt_file is not None and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-                                      or step == cfg.max_steps):
+                                      or step == cfg.total_steps):
             save_checkpoint(ckpt_file, model, opt, cfg, step, history, tokens_seen, elapsed(),
                             n_rows, tok, window=(window_loss, window_n))
     if bar is not None:
@@ -527,10 +569,16 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
     return result
 
 
-def _check_resumable(saved: TrainConfig, cfg: TrainConfig) -> None:
-    """A checkpoint continues only the run it came from: model, data and recipe must match."""
-    free = {"max_steps", "eval_every", "eval_batches", "log_every", "checkpoint_every", "device",
-            "num_threads", "out_dir", "checkpoint_path", "preset"}
+def _check_resumable(saved: TrainConfig, cfg: TrainConfig, step: int) -> None:
+    """A checkpoint continues only the run it came from: model, data and recipe must match.
+
+    A run may be made longer (max_steps, final_steps), and a final phase may be added or changed
+    while the checkpoint is still in the main phase (step <= max_steps).
+    """
+    free = {"max_steps", "final_steps", "eval_every", "eval_batches", "log_every", "checkpoint_every",
+            "device", "num_threads", "out_dir", "checkpoint_path", "preset"}
+    if step <= min(saved.max_steps, cfg.max_steps):
+        free.add("final_batch_size")
     diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_dict().items()
             if k not in free and getattr(cfg, k) != v}
     if diff:
@@ -567,7 +615,7 @@ def save_checkpoint(path: str | Path, model: Transformer, opt: torch.optim.Optim
         "model": model.state_dict(), "optimizer": opt.state_dict(),
         "scheduler": {"step": step, "lr_next": lr_at(step, cfg)},  # lr_at is pure: the step is the state
         "rng": _rng_state(),
-        "data": data_position(step, cfg.batch_size, n_rows),
+        "data": data_position(step, cfg, n_rows),
         "history": history, "tokens_seen": tokens_seen, "elapsed": elapsed,
         "loop": {"window": window},  # train-loss sum and count since the last logged row
         "tokenizer": tokenizer.model_proto,
@@ -710,7 +758,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p = parser
     p.add_argument("--preset", default="fast", choices=sorted(PRESETS),
                    help="model size and recipe: 'fast' (~2 min on 2 cores), 'lab-tiny' (the shipped "
-                        "model, ~30 min), 'test' (seconds)")
+                        "model, ~100 min on 2 idle cores), 'test' (seconds)")
     p.add_argument("--text", metavar="FILE", help="train on this UTF-8 text file instead of the generated stories")
     p.add_argument("--out", metavar="DIR", help="folder for the model, tokenizer and loss curve "
                                                 "(default: runs/<preset>)")
@@ -718,6 +766,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
     p.add_argument("--warmup", type=int, help="warmup steps (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="sequences per step B (default: the preset's)")
+    p.add_argument("--final-steps", type=int, help="steps of a last phase at the floor LR (default: the preset's)")
+    p.add_argument("--final-batch-size", type=int, help="sequences per step in that last phase")
     p.add_argument("--seq-len", type=int, help="tokens per sequence T (default: the preset's)")
     p.add_argument("--vocab-size", type=int, help="tokenizer vocabulary (default: the preset's)")
     p.add_argument("--stories", type=int, help="generated training stories (default: the preset's)")
@@ -737,7 +787,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = {
         "text_file": args.text, "max_steps": args.steps, "lr": args.lr, "warmup_steps": args.warmup,
-        "batch_size": args.batch_size, "seq_len": args.seq_len, "vocab_size": args.vocab_size,
+        "batch_size": args.batch_size, "final_steps": args.final_steps,
+        "final_batch_size": args.final_batch_size, "seq_len": args.seq_len, "vocab_size": args.vocab_size,
         "n_train_stories": args.stories, "eval_every": args.eval_every,
         "checkpoint_every": args.checkpoint_every, "checkpoint_path": args.checkpoint,
         "num_threads": args.threads, "seed": args.seed, "device": args.device,
@@ -753,8 +804,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         if args.text and not Path(args.text).is_file():
             raise TrainError(f"--text {args.text}: no such file.")
+        final = (f" + {cfg.final_steps} steps of {cfg.batch_size_at(cfg.max_steps) * cfg.seq_len:,} tokens"
+                 if cfg.final_steps else "")
         print(f"training {cfg.preset}: {cfg.model_args().attention_kind} "
-              f"{_shape(cfg)}, {cfg.max_steps} steps of {cfg.tokens_per_step:,} tokens -> {cfg.out_dir}",
+              f"{_shape(cfg)}, {cfg.max_steps} steps of {cfg.tokens_per_step:,} tokens{final} -> {cfg.out_dir}",
               file=sys.stderr)
         result = train(cfg, progress=not args.no_progress, resume=args.resume,
                        callback=_print_row if args.no_progress else None)

@@ -64,6 +64,11 @@ def main() -> int:
     first_val = next(r for r in curve["rows"] if r.get("val_loss") is not None)
     n_threads = cfg.num_threads or "torch default"
     n_names, name_logp, name_share = name_copying(model, tok)
+    final_schedule = final_batch = ""
+    if cfg.final_steps:
+        fb = cfg.batch_size_at(cfg.max_steps)
+        final_schedule = f", then {cfg.final_steps:,} steps at that floor ({cfg.lr * cfg.min_lr_ratio:g})"
+        final_batch = f"; {fb} × {cfg.seq_len} = {fb * cfg.seq_len:,} in the final {cfg.final_steps:,} steps"
     rep_first, rep_second = repeated_token_losses(model)
 
     card = f"""# llama2-lab-tiny
@@ -102,9 +107,9 @@ short children's stories and nothing else: it knows a few hundred words and no f
 | optimizer | AdamW β=({cfg.beta1}, {cfg.beta2}), eps {cfg.eps:g} | same |
 | weight decay | {cfg.weight_decay} (matrices only) | 0.1 |
 | gradient clipping | {cfg.grad_clip} | 1.0 |
-| schedule | {cfg.warmup_steps} warmup steps, cosine to {cfg.min_lr_ratio:.0%} of peak | 2000 warmup steps, cosine to 10 % |
+| schedule | {cfg.warmup_steps} warmup steps, cosine to {cfg.min_lr_ratio:.0%} of peak at step {cfg.max_steps:,}{final_schedule} | 2000 warmup steps, cosine to 10 % |
 | peak LR | {cfg.lr:g} | 3e-4 (7B) |
-| batch | {cfg.batch_size} × {cfg.seq_len} = {cfg.tokens_per_step:,} tokens | 4M tokens |
+| batch | {cfg.batch_size} × {cfg.seq_len} = {cfg.tokens_per_step:,} tokens{final_batch} | 4M tokens |
 | steps | {s['step']:,} | ~500k |
 | tokens seen | {s['tokens_seen']:,} | 2T |
 | seed | {cfg.seed} | |
@@ -141,7 +146,7 @@ Temperature 0.8, top-p 0.9, seed 0:
 
 ```bash
 scripts/make_tiny_model.sh          # = python -m llama2_lab.train --preset lab-tiny --out {folder.as_posix()} \\
-                                    #     --checkpoint runs/lab-tiny/checkpoint.pt --threads 1
+                                    #     --checkpoint runs/lab-tiny/checkpoint.pt --threads {n_threads}
                                     #   then python scripts/write_model_card.py {folder.as_posix()}
 ```
 

@@ -206,6 +206,55 @@ def test_resume_refuses_a_different_run_or_a_missing_checkpoint(tmp_path, tiny_d
     assert longer.step == 4 and [r["step"] for r in longer.history][:2] == [1, 2]
 
 
+def test_final_phase_reads_on_at_a_bigger_batch_and_the_floor_lr(tiny_data):
+    cfg = tiny_cfg(max_steps=4, final_steps=3, final_batch_size=8, eval_every=0, log_every=1)
+    assert cfg.total_steps == 7 and [cfg.batch_size_at(s) for s in range(7)] == [4] * 4 + [8] * 3
+    n_rows = len(tiny_data.train)
+    # The batches are one unbroken stream of rows: the final phase starts where the main one stopped.
+    stream = torch.cat([tr.step_indices(s, cfg, n_rows) for s in range(7)])
+    assert len(stream) == 4 * 4 + 3 * 8
+    assert torch.equal(stream, tr._rows_from(0, len(stream), n_rows, cfg.seed))
+    # Without a final phase, step_indices is batch_indices.
+    plain = tiny_cfg()
+    assert all(torch.equal(tr.step_indices(s, plain, n_rows), tr.batch_indices(s, 4, n_rows, plain.seed))
+               for s in range(5))
+    seen = []
+    result = tr.train(cfg, progress=False, callback=seen.append, data=tiny_data)
+    assert result.step == 7 and result.tokens_seen == (4 * 4 + 3 * 8) * cfg.seq_len
+    assert [r["lr"] for r in seen[4:]] == [cfg.lr * cfg.min_lr_ratio] * 3
+    assert seen[-1]["val_loss"] is not None, "the run ends with a validation"
+    with pytest.raises(TrainError, match="final_batch_size"):
+        tiny_cfg(final_batch_size=0)
+
+
+def test_resume_inside_the_final_phase_continues_exactly(tmp_path, tiny_data):
+    kw = dict(max_steps=3, final_steps=3, final_batch_size=6, checkpoint_every=2, log_every=1)
+    straight = tr.train(tiny_cfg(tmp_path / "a", **kw), progress=False, data=tiny_data)
+
+    def crash_at_5(metrics):
+        if metrics["step"] == 5:  # the checkpoint of step 4 (inside the final phase) is on disk
+            raise Crash
+
+    cfg = tiny_cfg(tmp_path / "b", **kw)
+    with pytest.raises(Crash):
+        tr.train(cfg, progress=False, callback=crash_at_5, data=tiny_data)
+    saved = tr.load_checkpoint(cfg.checkpoint_file)
+    assert saved["step"] == 4 and saved["data"]["row_offset"] == (3 * 4 + 6) % len(tiny_data.train)
+    with pytest.raises(TrainError, match="final_batch_size"):  # a different batch mid-phase: refused
+        tr.train(cfg.replace(final_batch_size=5), progress=False, resume=True, data=tiny_data)
+    resumed = tr.train(cfg, progress=False, resume=True, data=tiny_data)
+    assert resumed.step == 6 and resumed.tokens_seen == straight.tokens_seen
+    for (n, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), f"{n} differs after resume"
+
+
+def test_a_final_phase_can_be_added_to_a_finished_main_phase(tmp_path, tiny_data):
+    cfg = tiny_cfg(tmp_path, max_steps=3)
+    tr.train(cfg, progress=False, data=tiny_data)
+    more = tr.train(cfg.replace(final_steps=2, final_batch_size=8), progress=False, resume=True, data=tiny_data)
+    assert more.step == 5 and more.tokens_seen == (3 * 4 + 2 * 8) * cfg.seq_len
+
+
 def test_checkpoint_is_atomic_when_a_save_crashes(tmp_path, tiny_data, monkeypatch):
     cfg = tiny_cfg(tmp_path, max_steps=2)
     result = tr.train(cfg, progress=False, data=tiny_data)
