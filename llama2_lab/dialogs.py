@@ -32,6 +32,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from . import data
+
 # --------------------------------------------------------------------------------------------
 # The user's questions and their plain answers
 # --------------------------------------------------------------------------------------------
@@ -94,22 +96,38 @@ def make_question(rng: random.Random, kind: str) -> Question:
 # Constraint families
 # --------------------------------------------------------------------------------------------
 
-# Values seen in training, and values kept out of every training dialogue (evaluation only).
-# They are everyday words of the story corpus, so the tokenizer knows them.
-VALUES = {
-    "persona": ("Lily", "Tom", "Mia", "Ben", "Emma", "Max", "Sophie", "Leo", "Lucy", "Jack",
-                "Anna", "Finn", "Zoe", "Oscar", "Ruby", "Hugo", "Ella", "Theo", "Grace", "Milo"),
-    "hobby": ("painting", "swimming", "dancing", "singing", "reading", "baking", "drawing",
-              "fishing", "gardening", "skating", "hiking", "cooking"),
-    "end": ("sunshine", "rainbow", "moon", "star", "cookie", "bubble", "puddle", "kite",
-            "pebble", "river"),
-    "start": ("Okay", "Sure", "Well", "Yes", "Indeed", "Hey", "Alright", "Look"),
-}
+# Values kept out of every training dialogue (evaluation only), and the values seen in training.
+# Many training values on purpose: with 20 names a chat model learns a favourite name ("Hello, my name
+# is Jack.") instead of reading the name out of the system message; with all the story corpus's names,
+# its one-word nouns and a few dozen hobbies and openers, only copying pays. They are everyday words
+# of the story corpus, so the tokenizer knows them.
 HELDOUT = {
     "persona": ("Clara", "Felix", "Daisy", "Arthur", "Hazel", "Jasper"),
     "hobby": ("knitting", "sailing", "climbing", "juggling"),
     "end": ("castle", "forest", "treasure", "garden"),
     "start": ("Right", "Wow", "Oh", "Great"),
+}
+_HOBBIES = """painting swimming dancing singing reading baking drawing fishing gardening skating hiking
+    cooking running jumping skipping hopping rowing biking camping writing racing exploring whistling
+    humming clapping marching twirling bouncing splashing wandering crawling laughing giggling hunting
+    collecting planting watering napping skiing sledding surfing"""
+_OPENERS = """Okay Sure Well Yes Indeed Hey Alright Look Hello So Now Ah Hmm Fine Hi Yay Cool Nice Good
+    Thanks Please Listen See Aha Hooray Yippee Ahoy Gosh"""
+
+
+_HELD = {v.lower() for vs in HELDOUT.values() for v in vs}
+
+
+def _training(words) -> tuple[str, ...]:
+    """`words` in order, once each, without any held-out value (in any case: "daisy" is Daisy)."""
+    return tuple(w for w in dict.fromkeys(words) if w.lower() not in _HELD)
+
+
+VALUES = {
+    "persona": _training(data.GIRL_NAMES + data.BOY_NAMES),  # 218 names
+    "hobby": _training(_HOBBIES.split()),  # 41
+    "end": _training(w for w in data.ANIMALS + data.NATURE + data.HOUSEHOLD if w.isalpha()),  # 192 nouns
+    "start": _training(_OPENERS.split()),  # 28
 }
 MAX_WORDS = 4  # the "brief" family's cap; plain answers have >= 5 words, short ones <= 2
 

@@ -85,6 +85,16 @@ def test_heldout_values_never_appear_in_training_dialogues():
         assert not {h.lower() for h in held} & words, d.system
 
 
+def test_many_training_values_so_that_only_copying_pays():
+    # With 20 names a chat model learned one favourite name for every persona; a value family needs
+    # far more values than a model can memorise per family, and none may equal a held-out value in any case.
+    assert {f: len(v) >= 25 for f, v in dlg.VALUES.items()} == {f: True for f in dlg.VALUES}
+    assert len(dlg.VALUES["persona"]) >= 200
+    held = {v.lower() for vs in dlg.HELDOUT.values() for v in vs}
+    assert not held & {v.lower() for v in dlg.training_values()}
+    assert all(len(set(vs)) == len(vs) for vs in dlg.VALUES.values())
+
+
 def test_heldout_combination_is_kept_out_of_training_and_always_in_its_split():
     train = dlg.dialogues(0, 2000, 2)
     assert not any(dlg.HELDOUT_COMBO <= {c.family for c in d.constraints} for d in train)
