@@ -615,7 +615,8 @@ class GattConfig:
                                      # sampled) or "oracle" (deterministic rewritten replies, faster)
     base: str | None = None          # pretrained model folder; None = the shipped llama2-lab-tiny
     sft_steps: int = 720             # stage 1: shared chat SFT (plain chat + instruction examples);
-                                     # copying a name out of the system message appears after ~500
+                                     # copying a name out of the system message appeared after ~500 in
+                                     # one run, not at all in others (see the chat model cards)
     sft_dialogues: int = 3000        # stage 1's own dialogues (about one pass at 720 x 16 sequences)
     stage1: str | None = None        # a stage-1 model folder to start from instead of training one
     seeds: tuple[int, ...] = (0, 1, 2)

@@ -63,6 +63,7 @@ def main() -> int:
     hot = sample_text(model, tok, PROMPT, a.max_seq_len, temperature=0.8, top_p=0.9, seed=0)
     first_val = next(r for r in curve["rows"] if r.get("val_loss") is not None)
     n_threads = cfg.num_threads or "torch default"
+    threads_arg = f" --threads {cfg.num_threads}" if cfg.num_threads else ""
     n_names, name_logp, name_share = name_copying(model, tok)
     final_schedule = final_batch = ""
     if cfg.final_steps:
@@ -146,7 +147,7 @@ Temperature 0.8, top-p 0.9, seed 0:
 
 ```bash
 scripts/make_tiny_model.sh          # = python -m llama2_lab.train --preset lab-tiny --out {folder.as_posix()} \\
-                                    #     --checkpoint runs/lab-tiny/checkpoint.pt --threads {n_threads}
+                                    #     --checkpoint runs/lab-tiny/checkpoint.pt{threads_arg}
                                     #   then python scripts/write_model_card.py {folder.as_posix()}
 ```
 
