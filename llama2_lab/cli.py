@@ -37,6 +37,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", default=None,
                    help="a checkpoint: project folder, Meta folder, Hugging Face folder or llama2.c .bin "
                         "(default: the shipped model, assets/models/llama2-lab-tiny)")
+    p.add_argument("--checkpoint", dest="checkpoint_option", default=None, metavar="PATH",
+                   help="the same checkpoint, given as an option (e.g. --checkpoint assets/models/llama2-lab-tiny-chat)")
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:N or mps (default: cuda, else mps, else cpu)")
     p.add_argument("--dtype", default=None,
@@ -87,7 +89,11 @@ def _load(args):
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    path = Path(args.checkpoint) if args.checkpoint else checkpoint.default_model_path()
+    given = getattr(args, "checkpoint_option", None)
+    if given and args.checkpoint and Path(given) != Path(args.checkpoint):
+        raise CLIError(f"two checkpoints given ({args.checkpoint} and --checkpoint {given}); give one.")
+    given = given or args.checkpoint
+    path = Path(given) if given else checkpoint.default_model_path()
     if not path.exists():
         raise CLIError(f"checkpoint {path} does not exist.")
     if args.tokenizer:

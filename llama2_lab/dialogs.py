@@ -10,8 +10,8 @@ judged by a reward model, so here every instruction is mechanically checkable (F
     persona   "Always act as Lila from now on." / "Figure: Lila"  "What is your name?" -> "... Lila."
     hobby     "You enjoy painting." / "Hobby: painting"           "What is your favorite hobby?" -> "... painting."
     caps      "Always answer in capital letters." / "Style: caps" every letter upper-case
-    end       "End every reply with the word moon." / "End word: moon"      last word "moon"
-    start     "Start every reply with the word Sure." / "Start word: Sure"  first word "Sure"
+    end       "End every reply with the word Tom." / "End word: Tom"        last word "Tom"
+    start     "Start every reply with the word Tom." / "Start word: Tom"    first word "Tom"
     brief     "Answer in four words or fewer." / "Max words: 4"   at most four words
 
 The user asks small questions with one right answer (arithmetic, colours of things, legs of
@@ -98,21 +98,22 @@ def make_question(rng: random.Random, kind: str) -> Question:
 
 # Values kept out of every training dialogue (evaluation only), and the values seen in training.
 # Many training values on purpose: with 20 names a chat model learns a favourite name ("Hello, my name
-# is Jack.") instead of reading the name out of the system message; with all the story corpus's names,
-# its one-word nouns and a few dozen hobbies and openers, only copying pays. They are everyday words
-# of the story corpus, so the tokenizer knows them.
+# is Jack.") instead of reading the name out of the system message; with all the story corpus's 218
+# names only copying pays. The start and end words are names too: the pretrained model has one copy
+# circuit, for names (it keeps a story's characters), and a chat fine-tune can reuse it. With nouns as
+# end words and interjections as start words (192 and 28 values, single-token or not) both families
+# stayed at 0 % on held-out words through 720 stage-1 steps, while name-valued start and end words reach
+# 0.6-0.9 (measured in session 5; see the chat model cards). Hobbies are the paper's family and have no
+# such circuit behind them: the miniature does not learn to copy them.
 HELDOUT = {
     "persona": ("Clara", "Felix", "Daisy", "Arthur", "Hazel", "Jasper"),
     "hobby": ("knitting", "sailing", "climbing", "juggling"),
-    "end": ("castle", "forest", "treasure", "garden"),
-    "start": ("Right", "Wow", "Oh", "Great"),
 }
+HELDOUT["end"] = HELDOUT["start"] = HELDOUT["persona"]
 _HOBBIES = """painting swimming dancing singing reading baking drawing fishing gardening skating hiking
     cooking running jumping skipping hopping rowing biking camping writing racing exploring whistling
     humming clapping marching twirling bouncing splashing wandering crawling laughing giggling hunting
     collecting planting watering napping skiing sledding surfing"""
-_OPENERS = """Okay Sure Well Yes Indeed Hey Alright Look Hello So Now Ah Hmm Fine Hi Yay Cool Nice Good
-    Thanks Please Listen See Aha Hooray Yippee Ahoy Gosh"""
 
 
 _HELD = {v.lower() for vs in HELDOUT.values() for v in vs}
@@ -126,9 +127,8 @@ def _training(words) -> tuple[str, ...]:
 VALUES = {
     "persona": _training(data.GIRL_NAMES + data.BOY_NAMES),  # 218 names
     "hobby": _training(_HOBBIES.split()),  # 41
-    "end": _training(w for w in data.ANIMALS + data.NATURE + data.HOUSEHOLD if w.isalpha()),  # 192 nouns
-    "start": _training(_OPENERS.split()),  # 28
 }
+VALUES["end"] = VALUES["start"] = VALUES["persona"]  # "..., Tom." / "Tom! ..."
 MAX_WORDS = 4  # the "brief" family's cap; plain answers have >= 5 words, short ones <= 2
 
 # family -> (verbose, terse) system text; {v} is the value.
@@ -208,17 +208,21 @@ def apply_constraints(constraints, q: Question) -> str:
     """The oracle reply: the plain answer rewritten to obey every constraint (FACTS §7.3's c(b))."""
     by = {c.family: c for c in constraints}
     brief = "brief" in by
+    # The values are written exactly as the system message spells them (same case, so the same
+    # tokens): the reply copies them, and a copy is easier to learn than a copy plus a case change.
+    # "Hello! I am <name>." is how the pretraining stories introduce a character, so the chat
+    # fine-tune can build on the name-copying the base model already does there.
     if q.kind == "name" and "persona" in by:
-        reply = f"{by['persona'].value}." if brief else f"Hello, my name is {by['persona'].value}."
+        reply = f"{by['persona'].value}." if brief else f"Hello! I am {by['persona'].value}."
     elif q.kind == "hobby" and "hobby" in by:
         v = by["hobby"].value
-        reply = f"{v.capitalize()}." if brief else f"My favorite hobby is {v}."
+        reply = f"{v}." if brief else f"My favorite hobby is {v}."
     else:
         reply = q.short if brief else q.plain
     if "start" in by:
         reply = f"{by['start'].value}! {reply}"
     if "end" in by:
-        reply = f"{reply} {by['end'].value.capitalize()}."
+        reply = f"{reply.rstrip('.!?')}, {by['end'].value}."
     if "caps" in by:
         reply = reply.upper()
     return reply

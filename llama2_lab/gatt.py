@@ -614,10 +614,12 @@ class GattConfig:
     mode: str = "sampled"            # "sampled" (the paper: the model's own replies, rejection
                                      # sampled) or "oracle" (deterministic rewritten replies, faster)
     base: str | None = None          # pretrained model folder; None = the shipped llama2-lab-tiny
-    sft_steps: int = 720             # stage 1: shared chat SFT (plain chat + instruction examples);
-                                     # copying a name out of the system message appeared after ~500 in
-                                     # one run, not at all in others (see the chat model cards)
-    sft_dialogues: int = 3000        # stage 1's own dialogues (about one pass at 720 x 16 sequences)
+    sft_steps: int = 720             # stage 1: shared chat SFT (plain chat + instruction examples)
+    sft_dialogues: int = 11520       # stage 1's own dialogues: 720 x 16, so no sequence repeats (with
+                                     # 3,000 it memorised them, train loss 0.02, instead of copying)
+    attribute_boost: float = 0.8     # training dialogues: share of turns that ask for the persona's name
+                                     # or hobby when one is set (evaluation keeps dialogs' 0.4); more
+                                     # examples of copying a value out of the system message
     stage1: str | None = None        # a stage-1 model folder to start from instead of training one
     seeds: tuple[int, ...] = (0, 1, 2)
     n_dialogues: int = 320           # training dialogues; each gives one shared + one arm sequence
@@ -625,8 +627,11 @@ class GattConfig:
     max_train_tokens: int = 320      # longer training sequences lose their last turns
     steps: int = 160                 # stage 2: each arm, from the stage-1 model
     batch_size: int = 16
-    lr: float = 1.5e-3               # stage 1; stage 2 uses lr2
-    lr2: float = 1e-3
+    lr: float = 5e-4                 # stage 1; stage 2 uses lr2. Low on purpose: at 1.5e-3 the chat
+                                     # fine-tune overwrote the base's name-copying circuit (held-out
+                                     # names 0 % at turn 1 after 720 steps); at 5e-4 it reused it (0.82)
+    lr2: float = 5e-4                # stage 2, each arm (at 1e-3 the arms lost stage 1's copying: deep-turn
+                                     # GAtt 0.28 at 3e-4, 0.36 at 5e-4, from the same stage-1 model)
     n_candidates: int = 3            # rejection sampling: candidates per turn
     temperature: float = 0.8
     fallback: bool = True            # a turn where no candidate passes takes the oracle reply (counted)
@@ -647,13 +652,10 @@ class GattConfig:
 
 
 PRESETS = {
-    # What the issue asks for: 3 seeds, 200 held-out dialogues x 12 turns per arm and seed
-    # (about 67 min on 2 idle cores, estimated from the ship run's stage times; not yet measured).
+    # What the issue asks for: 3 seeds, 200 held-out dialogues x 12 turns per arm and seed.
     "full": GattConfig(),
-    # The run that made the shipped models: the full recipe, one seed, a smaller evaluation
-    # (24.2 min on 2 idle cores, sampled mode; 11.8 of them in stage 1).
-    "ship": GattConfig(seeds=(0,), eval_dialogues=48, combo_dialogues=16, probe_dialogues=24,
-                       probe_turns=(1, 2, 4, 8, 12), attn_dialogues=12),
+    # The run that made the shipped models: the full recipe and evaluation size, one seed.
+    "ship": GattConfig(seeds=(0,)),
     # CI: a few minutes on two cores, one seed, short dialogues; shows the mechanics, not the numbers.
     "fast": GattConfig(seeds=(0,), n_dialogues=64, max_turns=6, max_train_tokens=224, sft_steps=24,
                        sft_dialogues=64, steps=16,
@@ -683,7 +685,7 @@ def baseline_set(tok, cfg: GattConfig, seed: int, stage: int = 2) -> tuple[list[
     Stage 1 (the shared chat SFT) and stage 2 (the arms) draw different dialogues."""
     rng = random.Random(seed + 1000 * (stage - 1))
     n = cfg.sft_dialogues if stage == 1 else cfg.n_dialogues
-    pool = dlg.dialogues(10_000 + seed + 1000 * (stage - 1), n, cfg.max_turns)
+    pool = dlg.dialogues(10_000 + seed + 1000 * (stage - 1), n, cfg.max_turns, attribute_boost=cfg.attribute_boost)
     shared = [_fit_turns(lambda n, d=d: plain_sequence(tok, d, n), len(d.questions), cfg.max_train_tokens)[0]
               for d in pool]
     base = []
@@ -696,8 +698,9 @@ def baseline_set(tok, cfg: GattConfig, seed: int, stage: int = 2) -> tuple[list[
 def gatt_set(tok, cfg: GattConfig, seed: int, make_replies=None) -> tuple[list[Seq], dict]:
     """The GAtt sequences for the same pool dialogues (spares replace those whose first turn found
     no accepted reply). `make_replies(dialogues) -> replies per dialogue`; None = the oracle."""
-    pool = dlg.dialogues(10_000 + seed + 1000, cfg.n_dialogues, cfg.max_turns)  # = baseline_set's stage 2
-    spares = dlg.dialogues(20_000 + seed, cfg.n_dialogues, cfg.max_turns)
+    boost = cfg.attribute_boost
+    pool = dlg.dialogues(10_000 + seed + 1000, cfg.n_dialogues, cfg.max_turns, attribute_boost=boost)  # = baseline_set's
+    spares = dlg.dialogues(20_000 + seed, cfg.n_dialogues, cfg.max_turns, attribute_boost=boost)
     make = make_replies or (lambda ds: [d.oracle_replies() for d in ds])
     gatt, kept_turns, asked_turns, used = [], 0, 0, 0
     for source in (pool, spares):
@@ -927,7 +930,8 @@ GAtt-tuned at twice its pretraining context, Llama 2 paper App. A.3.5).
   else "deterministic oracle rewrites of the plain answers"}).
 - data: {cfg.n_dialogues} generated dialogues (`llama2_lab/dialogs.py`) of 1–{cfg.max_turns} turns, sequences cut to
   ≤ {cfg.max_train_tokens} tokens; each dialogue gives one shared plain-chat sequence and one arm sequence
-  ({2 * cfg.n_dialogues} sequences per arm). Mean tokens per sequence: {json.dumps(info['mean_tokens'])}.
+  ({2 * cfg.n_dialogues} sequences per arm); when a persona or hobby is set, {cfg.attribute_boost:.0%} of the
+  turns ask for it. Mean tokens per sequence: {json.dumps(info['mean_tokens'])}.
 - training, two stages: (1) shared chat SFT of the pretrained model, {cfg.sft_steps} steps × {cfg.batch_size}
   sequences (plain chat + instruction examples from {cfg.sft_dialogues} other dialogues; trained once, with
   seed {cfg.seeds[0]}, for all seeds), peak LR {cfg.lr}{info.get('stage1_note', '')};

@@ -125,6 +125,16 @@ def test_chat_through_a_pipe_answers_each_line(capsys, saved, tok, monkeypatch):
     assert "dropped" not in err
 
 
+def test_checkpoint_can_be_given_as_an_option(capsys, saved, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("the dog\n"))
+    code, out, _ = run(capsys, "chat", "--checkpoint", saved[0], "--greedy", "--max-new-tokens", 6)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("the dog\n"))
+    code2, out2, _ = run(capsys, "chat", saved[0], "--greedy", "--max-new-tokens", 6)
+    assert code == code2 == 0 and out == out2
+    code, _, err = run(capsys, "chat", saved[0], "--checkpoint", tmp_path / "other", "--greedy")
+    assert code != 0 and "two checkpoints given" in err and "Traceback" not in err
+
+
 def test_chat_drops_oldest_turns_when_the_context_fills(capsys, saved, monkeypatch):
     folder, _ = saved  # max_seq_len 96: the prompt gets 96 - 24 = 72 tokens
     lines = "".join(f"the dog ran to the park with a red ball {i}\n" for i in range(6))

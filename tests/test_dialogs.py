@@ -14,10 +14,10 @@ def q(kind, seed=0):
 
 # ---- checkers, one family at a time, on replies that obey and replies that do not ---------------
 @pytest.mark.parametrize("family,value,question,good,bad", [
-    ("persona", "Lila", "name", "Hello, my name is Lila.", "I am a helpful assistant."),
+    ("persona", "Lila", "name", "Hello! I am Lila.", "I am a helpful assistant."),
     ("hobby", "painting", "hobby", "My favorite hobby is painting.", "I like to help people."),
     ("caps", None, "color", "THE COLOR OF THE SKY IS BLUE.", "The color of the sky is blue."),
-    ("end", "moon", "math", "3 plus 4 is 7. Moon.", "Moon 3 plus 4 is 7."),
+    ("end", "moon", "math", "3 plus 4 is 7, moon.", "Moon 3 plus 4 is 7."),
     ("start", "Sure", "legs", "Sure! A dog has 4 legs.", "A dog has 4 legs, sure."),
     ("brief", None, "greet", "Hello!", "Hello! How can I help you?"),
 ])
@@ -30,6 +30,19 @@ def test_each_family_accepts_obeying_and_rejects_plain_replies(family, value, qu
     qq = q(question)
     assert check(c, qq, dlg.apply_constraints([c], qq)) is True
     assert check(c, qq, qq.plain) is False
+
+
+@pytest.mark.parametrize("family,value", [("persona", "Lila"), ("hobby", "painting"), ("end", "moon"), ("start", "Sure")])
+@pytest.mark.parametrize("kind", ["name", "hobby", "math", "greet"])
+@pytest.mark.parametrize("brief", [False, True])
+def test_the_oracle_writes_a_value_exactly_as_the_system_message_spells_it(family, value, kind, brief):
+    # the reply copies the value token for token (no case change), so learning it is learning a copy
+    cs = [Constraint(family, value)] + ([Constraint("brief")] if brief else [])
+    qq = q(kind)
+    if Constraint(family, value).applies(qq):
+        reply = dlg.apply_constraints(cs, qq)
+        assert value in Constraint(family, value).text() and value in dlg._words(reply)
+        assert all(check_reply(cs, qq, reply).values())
 
 
 def test_persona_and_hobby_apply_only_to_their_question():

@@ -1,0 +1,84 @@
+"""The shipped chat models, assets/models/llama2-lab-tiny-chat (baseline SFT) and -chat-gatt (GAtt).
+
+What their cards claim, checked on dialogues the cards' evaluation never used (a fresh seed), with
+held-out values: both follow an instruction they can see; GAtt keeps following it turns later, when
+the baseline has dropped it; names are read out of the system message, not recalled.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llama2_lab import dialogs as dlg
+from llama2_lab import gatt
+
+MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
+DIRS = {"baseline": MODELS / "llama2-lab-tiny-chat", "gatt": MODELS / "llama2-lab-tiny-chat-gatt"}
+FRESH_SEED = 515_151  # not one of gatt.evaluate_arms' seeds (30_000 + s, 40_000 + s)
+N_DIALOGUES, N_TURNS = 48, 8
+NAME_FAMILIES = ("persona", "start", "end")
+
+pytestmark = pytest.mark.skipif(
+    not all((d / "model.safetensors").is_file() for d in DIRS.values()),
+    reason="the shipped chat models are not there yet; make them with scripts/make_gatt_models.sh",
+)
+
+
+@pytest.fixture(scope="module")
+def records():
+    """(turn, family, obeyed) per arm on the same fresh held-out dialogues, free-running, greedy."""
+    from llama2_lab.checkpoint import load_model, load_tokenizer
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(min(n, 2))
+    tok = load_tokenizer(DIRS["gatt"], required=True)
+    ds = dlg.dialogues(FRESH_SEED, N_DIALOGUES, N_TURNS, "test", min_turns=N_TURNS)
+    out = {}
+    for arm, folder in DIRS.items():
+        replies = gatt.run_chats(load_model(folder).eval(), tok, ds, N_TURNS, max_new=32)
+        out[arm] = gatt.adherence_records(ds, replies)
+    torch.set_num_threads(n)
+    return out
+
+
+def rate(recs, turns, families=None) -> tuple[float, int]:
+    oks = [ok for k, f, ok in recs if k in turns and (families is None or f in families)]
+    return sum(oks) / max(1, len(oks)), len(oks)
+
+
+def test_both_models_follow_an_instruction_they_can_see(records):
+    for arm in DIRS:
+        p, n = rate(records[arm], {1})
+        assert n >= 60 and p >= 0.6, (arm, p, n)
+
+
+def test_gatt_keeps_the_instruction_when_the_baseline_has_dropped_it(records):
+    later = set(range(5, N_TURNS + 1))
+    base, n = rate(records["baseline"], later)
+    with_gatt, _ = rate(records["gatt"], later)
+    assert n >= 200
+    assert base <= 0.2 and with_gatt >= base + 0.25, (base, with_gatt)
+
+
+def test_held_out_names_are_read_out_of_the_system_message(records):
+    # persona, start and end values are names never seen in training: only copying can get them right
+    for arm in DIRS:
+        p, n = rate(records[arm], {1}, NAME_FAMILIES)
+        assert n >= 20 and p >= 0.4, (arm, p, n)
+
+
+@pytest.mark.parametrize("arm", sorted(DIRS))
+def test_llama2_lab_chat_talks_with_both_models(arm, capsys, monkeypatch):
+    from llama2_lab.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What is your name?\nWhat is 2 plus 3?\n"))
+    code = main(["chat", "--checkpoint", str(DIRS[arm]), "--system", "Always answer in capital letters.", "--greedy",
+                 "--max-new-tokens", "24"])
+    out = capsys.readouterr().out.strip().split("\n")
+    assert code == 0 and len(out) == 2
+    assert out[0] == out[0].upper() and any(ch.isalpha() for ch in out[0]), out
