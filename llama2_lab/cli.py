@@ -89,10 +89,9 @@ def _load(args):
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    given = getattr(args, "checkpoint_option", None)
-    if given and args.checkpoint and Path(given) != Path(args.checkpoint):
-        raise CLIError(f"two checkpoints given ({args.checkpoint} and --checkpoint {given}); give one.")
-    given = given or args.checkpoint
+    given = args.checkpoint_option or args.checkpoint
+    if args.checkpoint_option and args.checkpoint and Path(args.checkpoint_option) != Path(args.checkpoint):
+        raise CLIError(f"two checkpoints given ({args.checkpoint} and --checkpoint {args.checkpoint_option}); give one.")
     path = Path(given) if given else checkpoint.default_model_path()
     if not path.exists():
         raise CLIError(f"checkpoint {path} does not exist.")

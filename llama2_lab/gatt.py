@@ -679,14 +679,20 @@ def _bar(cfg: GattConfig, total: int, desc: str):
     return tqdm(total=total, desc=desc, disable=not cfg.progress, leave=False)
 
 
+def training_dialogues(cfg: GattConfig, seed: int, stage: int = 2) -> list[dlg.Dialogue]:
+    """The pool a stage trains on: stage 1's own sft_dialogues, or stage 2's n_dialogues, which
+    the baseline and the GAtt arm share (the spares GAtt draws on are `training_dialogues(.., 3)`)."""
+    first, n = {1: (10_000, cfg.sft_dialogues), 2: (11_000, cfg.n_dialogues), 3: (20_000, cfg.n_dialogues)}[stage]
+    return dlg.dialogues(first + seed, n, cfg.max_turns, attribute_boost=cfg.attribute_boost)
+
+
 def baseline_set(tok, cfg: GattConfig, seed: int, stage: int = 2) -> tuple[list[Seq], list[Seq]]:
     """The shared plain-chat sequences and the baseline's instruction sequences, one each per pool
     dialogue. Half of the baseline's are single-turn; the rest put the instruction in a later
     turn after plain history, so the baseline obeys an instruction wherever it can see it.
     Stage 1 (the shared chat SFT) and stage 2 (the arms) draw different dialogues."""
     rng = random.Random(seed + 1000 * (stage - 1))
-    n = cfg.sft_dialogues if stage == 1 else cfg.n_dialogues
-    pool = dlg.dialogues(10_000 + seed + 1000 * (stage - 1), n, cfg.max_turns, attribute_boost=cfg.attribute_boost)
+    pool = training_dialogues(cfg, seed, stage)
     shared = [_fit_turns(lambda n, d=d: plain_sequence(tok, d, n), len(d.questions), cfg.max_train_tokens)[0]
               for d in pool]
     base = []
@@ -699,9 +705,7 @@ def baseline_set(tok, cfg: GattConfig, seed: int, stage: int = 2) -> tuple[list[
 def gatt_set(tok, cfg: GattConfig, seed: int, make_replies=None) -> tuple[list[Seq], dict]:
     """The GAtt sequences for the same pool dialogues (spares replace those whose first turn found
     no accepted reply). `make_replies(dialogues) -> replies per dialogue`; None = the oracle."""
-    boost = cfg.attribute_boost
-    pool = dlg.dialogues(10_000 + seed + 1000, cfg.n_dialogues, cfg.max_turns, attribute_boost=boost)  # = baseline_set's
-    spares = dlg.dialogues(20_000 + seed, cfg.n_dialogues, cfg.max_turns, attribute_boost=boost)
+    pool, spares = training_dialogues(cfg, seed, 2), training_dialogues(cfg, seed, 3)
     make = make_replies or (lambda ds: [d.oracle_replies() for d in ds])
     gatt, kept_turns, asked_turns, used = [], 0, 0, 0
     for source in (pool, spares):
