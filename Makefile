@@ -1,6 +1,6 @@
 # llama2-lab: the two commands of the README, and a few helpers.
 #   make lab     open the course in JupyterLab (creates .venv on first use)
-#   make test    run the whole test suite, notebooks included (creates .venv on first use)
+#   make test    lint, then the whole test suite, notebooks included (creates .venv on first use)
 # TORCH_SPEC chooses the torch build: your normal torch by default; CI pins the local CPU wheel with
 #   TORCH_SPEC=torch==2.13.0 make test
 PYTHON ?= python3
@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab story family test venv clean-venv
+.PHONY: lab story family test lint venv clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,13 @@ story: $(STAMP)
 family: $(STAMP)
 	$(VENV)/bin/llama2-lab family
 
-test: $(STAMP)
+# The guard rails: lint, the import contract (layers import only downward), types on the lower layers.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check llama2_lab tests scripts benchmarks
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+test: lint
 	LLAMA2_LAB_FAST=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 	  --nbval-cell-timeout=300 -p no:cacheprovider -q -ra
 

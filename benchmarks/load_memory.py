@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -37,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from llama2_lab import checkpoint  # noqa: E402
-from llama2_lab.config import ModelArgs  # noqa: E402
-from llama2_lab.io_utils import atomic_write_text  # noqa: E402
+from llama2_lab import formats as checkpoint  # noqa: E402
+from llama2_lab.core.config import ModelArgs  # noqa: E402
+from llama2_lab.utils.io import atomic_write_text  # noqa: E402
 
 _BLOCK = 1 << 24  # elements of random bf16 reused for every tensor (32 MiB): writing stays pure I/O
 
@@ -70,7 +69,7 @@ def write_safetensors(path: Path, table: list[tuple[str, tuple[int, ...]]], seed
     with open(path, "wb") as f:
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
-        for name, shape in table:
+        for _name, shape in table:
             left = math.prod(shape)
             while left:
                 k = min(left, _BLOCK)
@@ -116,7 +115,7 @@ def sample():
             peaks[k] = max(peaks[k], s.get(k, 0))
         time.sleep(0.02)
 
-from llama2_lab import checkpoint
+from llama2_lab import formats as checkpoint
 before = status()
 threading.Thread(target=sample, daemon=True).start()
 t0 = time.perf_counter()
@@ -157,7 +156,7 @@ def measure(folder: Path, device: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shape", default="llama2-7b", help="a preset from llama2_lab.config.PRESETS (default llama2-7b)")
+    p.add_argument("--shape", default="llama2-7b", help="a preset from llama2_lab.core.config.PRESETS (default llama2-7b)")
     p.add_argument("--n-layers", type=int, help="override the preset's layer count (a smaller, same-width model)")
     p.add_argument("--format", choices=["project", "hf"], default="project")
     p.add_argument("--device", default="cpu", help="where load_model puts the weights (cpu or cuda)")

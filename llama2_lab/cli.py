@@ -65,7 +65,7 @@ def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> 
 
 def _sampling(args) -> dict:
     """The sampling keyword arguments of ``generate``, checked before any model is loaded."""
-    from .generate import check_sampling
+    from .inference import check_sampling
 
     temperature = 0.0 if args.greedy else args.temperature
     check_sampling(temperature, args.top_k, args.top_p)
@@ -78,8 +78,8 @@ def _load(args):
     """(model, tokenizer) from the checkpoint/--device/--dtype/--tokenizer arguments."""
     from pathlib import Path
 
-    from . import checkpoint
-    from .generate import pick_device, resolve_dtype
+    from . import formats
+    from .inference import pick_device, resolve_dtype
 
     if args.threads is not None:
         if args.threads < 1:
@@ -92,7 +92,7 @@ def _load(args):
     given = args.checkpoint_option or args.checkpoint
     if args.checkpoint_option and args.checkpoint and Path(args.checkpoint_option) != Path(args.checkpoint):
         raise CLIError(f"two checkpoints given ({args.checkpoint} and --checkpoint {args.checkpoint_option}); give one.")
-    path = Path(given) if given else checkpoint.default_model_path()
+    path = Path(given) if given else formats.default_model_path()
     if not path.exists():
         raise CLIError(f"checkpoint {path} does not exist.")
     if args.tokenizer:
@@ -100,15 +100,15 @@ def _load(args):
         if not tok_path.exists():
             raise CLIError(f"tokenizer {tok_path} does not exist.")
         if tok_path.is_file():
-            from .tokenizer import Tokenizer
+            from .text.tokenizer import Tokenizer
 
             tokenizer = Tokenizer(tok_path)
         else:
-            tokenizer = checkpoint.load_tokenizer(tok_path, required=True)
+            tokenizer = formats.load_tokenizer(tok_path, required=True)
     else:
-        tokenizer = checkpoint.load_tokenizer(path, required=True)
+        tokenizer = formats.load_tokenizer(path, required=True)
     t0 = time.perf_counter()
-    model = checkpoint.load_model(path, device=device, dtype=dtype)
+    model = formats.load_model(path, device=device, dtype=dtype)
     vocab = model.args.vocab_size
     if len(tokenizer) > vocab:
         raise CLIError(f"the tokenizer has {len(tokenizer)} pieces but the model's vocabulary is {vocab}: "
@@ -124,7 +124,7 @@ def _note(message: str) -> None:
 
 # --- generate -----------------------------------------------------------------------------------
 def run_generate(args) -> int:
-    from .generate import stream
+    from .inference import stream
 
     sampling = _sampling(args)
     model, tokenizer = _load(args)
@@ -167,8 +167,8 @@ def add_generate(subparsers) -> None:
 
 # --- chat ----------------------------------------------------------------------------------------
 def run_chat(args) -> int:
-    from .chat import DialogError, encode_dialog
-    from .generate import fit_dialog, stream
+    from .inference import fit_dialog, stream
+    from .text.chat import DialogError, encode_dialog
 
     sampling = _sampling(args)
     model, tokenizer = _load(args)
@@ -227,9 +227,9 @@ def add_chat(subparsers) -> None:
 
 # --- info, family ---------------------------------------------------------------------------------
 def run_info(args) -> int:
-    from . import checkpoint
+    from . import formats
 
-    print(checkpoint.format_info(checkpoint.info(args.path)))
+    print(formats.format_info(formats.info(args.path)))
     return 0
 
 
@@ -242,7 +242,7 @@ def add_info(subparsers) -> None:
 
 
 def run_family(args) -> int:
-    from .calc import format_family_table
+    from .core.calc import format_family_table
 
     print(format_family_table())
     return 0
@@ -278,13 +278,13 @@ def _lazy(module: str, add: str, run: str) -> tuple[Callable, Callable]:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_generate, add_chat, add_info, add_family,
     subcommand("train", "pretrain a tiny Llama 2 with the Llama 2 recipe (generated stories or --text FILE)",
-               *_lazy("train", "add_train_arguments", "run_from_args")),
+               *_lazy("training.command", "add_train_arguments", "run_from_args")),
     subcommand("gatt", "reproduce Ghost Attention in miniature: baseline SFT vs GAtt, trained and evaluated",
-               *_lazy("gatt", "add_gatt_arguments", "run_from_args")),
+               *_lazy("experiments.gatt.command", "add_gatt_arguments", "run_from_args")),
     subcommand("bench", "benchmark decoding: the project's model (eager, compiled) next to Hugging Face",
-               *_lazy("bench", "add_bench_arguments", "run_from_args")),
+               *_lazy("inference.bench", "add_bench_arguments", "run_from_args")),
     subcommand("course", "instructor tools: write student copies of the notebooks without solutions",
-               *_lazy("course", "add_course_arguments", "run_from_args")),
+               *_lazy("course.student", "add_course_arguments", "run_from_args")),
 ]
 
 

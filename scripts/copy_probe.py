@@ -22,9 +22,9 @@ import statistics
 
 import torch
 
-from llama2_lab import data
-from llama2_lab.checkpoint import load_model, load_tokenizer
-from llama2_lab.train import name_copy_scores, name_token_ids, repeated_token_losses
+from llama2_lab.corpora import stories as data
+from llama2_lab.formats import load_model, load_tokenizer
+from llama2_lab.training import name_copy_scores, name_token_ids, repeated_token_losses
 
 
 def name_copying(model, tok, n_stories: int = 60) -> tuple[int, float, float]:

@@ -9,4 +9,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-exec "$PY" -m llama2_lab.gatt "$@"
+exec "$PY" -m llama2_lab.experiments.gatt "$@"

@@ -1,4 +1,4 @@
-"""Write MODEL_CARD.md for a model trained by `llama2_lab.train` (run by scripts/make_tiny_model.sh).
+"""Write MODEL_CARD.md for a model trained by `llama2_lab.training` (run by scripts/make_tiny_model.sh).
 
 Every number comes from the run's own loss_curve.json and the saved files; the two sample stories
 are generated here from "Once upon a time" (greedy, and T = 0.8 with a fixed seed).
@@ -16,13 +16,12 @@ import subprocess
 from pathlib import Path
 
 import torch
-
-from llama2_lab import data
-from llama2_lab.checkpoint import load_model, load_tokenizer
-from llama2_lab.io_utils import atomic_write_text
-from llama2_lab.train import TrainConfig, repeated_token_losses, sample_text
-
 from copy_probe import name_copying  # scripts/copy_probe.py, beside this file
+
+from llama2_lab.corpora import stories as data
+from llama2_lab.formats import load_model, load_tokenizer
+from llama2_lab.training import TrainConfig, repeated_token_losses, sample_text
+from llama2_lab.utils.io import atomic_write_text
 
 PROMPT = "Once upon a time"
 
@@ -76,7 +75,7 @@ def main() -> int:
 
 A {n_params / 1e6:.1f} M-parameter Llama 2, trained from scratch in about {s['wall_time_s'] / 60:.0f} minutes
 on a 2-core CPU with the Llama 2 pretraining recipe (paper §2.2), on simple English stories written by
-`llama2_lab.data`. It is the model the course and `llama2-lab generate` use by default. It writes
+`llama2_lab.corpora.stories`. It is the model the course and `llama2-lab generate` use by default. It writes
 short children's stories and nothing else: it knows a few hundred words and no facts.
 
 ## Architecture (Llama 2, small)
@@ -95,10 +94,10 @@ short children's stories and nothing else: it knows a few hundred words and no f
 
 ## Data
 
-- Training: the first {cfg.n_train_stories:,} stories of `llama2_lab.data.train_stories` (seed
+- Training: the first {cfg.n_train_stories:,} stories of `llama2_lab.corpora.stories.train_stories` (seed
   `data.TRAIN_SEED`); each story is `BOS + story + EOS`, packed into rows of {cfg.seq_len + 1} tokens.
 - Validation: {cfg.n_valid_stories:,} stories from `data.valid_stories` (seed `data.VALID_SEED`, never trained on).
-- Tokenizer: `llama2_lab.tokenizer.train_tokenizer` on the first {cfg.tokenizer_docs:,} training stories,
+- Tokenizer: `llama2_lab.text.tokenizer.train_tokenizer` on the first {cfg.tokenizer_docs:,} training stories,
   vocab {cfg.vocab_size}; a newline (between paragraphs) is byte token `<0x0A>`, as in Llama 2.
 
 ## Training (the Llama 2 recipe, scaled down)
@@ -122,7 +121,7 @@ short children's stories and nothing else: it knows a few hundred words and no f
 | train loss (last {min(cfg.log_every, s['step'])} steps) | {s['train_loss']:.3f} |
 | validation loss | {s['val_loss']:.3f} (first measured: {first_val['val_loss']:.3f} at step {first_val['step']}) |
 | validation perplexity | {s['val_perplexity']:.2f} |
-| names copied from the context (`scripts/copy_probe.py`) | where a name comes back ({n_names} cases in 60 validation stories): mean log p(right name \| a name) {name_logp:.2f} (uniform guess: {-math.log(len(data.GIRL_NAMES + data.BOY_NAMES)):.2f}); right name above 50 % in {name_share:.0%} |
+| names copied from the context (`scripts/copy_probe.py`) | where a name comes back ({n_names} cases in 60 validation stories): mean log p(right name \\| a name) {name_logp:.2f} (uniform guess: {-math.log(len(data.GIRL_NAMES + data.BOY_NAMES)):.2f}); right name above 50 % in {name_share:.0%} |
 | repeated random tokens | loss {rep_first:.2f} on the first copy, {rep_second:.2f} on the second |
 | wall time | {s['wall_time_s']:.0f} s ({s['wall_time_s'] / 60:.1f} min) |
 | throughput | {s['tokens_per_s']:,.0f} tokens/s |
@@ -146,7 +145,7 @@ Temperature 0.8, top-p 0.9, seed 0:
 ## Reproduce
 
 ```bash
-scripts/make_tiny_model.sh          # = python -m llama2_lab.train --preset lab-tiny --out {folder.as_posix()} \\
+scripts/make_tiny_model.sh          # = python -m llama2_lab.training --preset lab-tiny --out {folder.as_posix()} \\
                                     #     --checkpoint runs/lab-tiny/checkpoint.pt{threads_arg}
                                     #   then python scripts/write_model_card.py {folder.as_posix()}
 ```

@@ -1,13 +1,13 @@
-"""The benchmark harness (llama2_lab.bench) on tiny shapes: it measures, compares like with like, writes JSON."""
+"""The benchmark harness (llama2_lab.inference.bench) on tiny shapes: it measures, compares like with like, writes JSON."""
 
 import json
 
 import pytest
 import torch
 
-from llama2_lab import bench
-from llama2_lab.config import ModelArgs
-from llama2_lab.model import Transformer
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.transformer import Transformer
+from llama2_lab.inference import bench
 
 transformers = pytest.importorskip("transformers", reason="the HF comparison needs transformers (a dev dependency)")
 
@@ -127,7 +127,7 @@ def _load_memory_module():
 def test_hand_written_safetensors_loads_with_every_tensor(tmp_path, fmt):
     from safetensors import safe_open
 
-    from llama2_lab import checkpoint
+    from llama2_lab import formats as checkpoint
 
     lm = _load_memory_module()
     args = ModelArgs.from_name("tiny")

@@ -46,7 +46,7 @@ def _notebook() -> Path:
     custom = os.environ.get("L2L_BROWSER_NOTEBOOK")
     if custom:
         return Path(custom)
-    from llama2_lab.checkpoint import CheckpointNotFoundError, default_model_path
+    from llama2_lab.formats import CheckpointNotFoundError, default_model_path
 
     try:
         default_model_path()

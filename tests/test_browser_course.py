@@ -7,8 +7,17 @@ Reuses the server fixture of test_browser.py: notebook 03's RoPE explorer (move 
 from contextlib import contextmanager
 
 import pytest
-
-from test_browser import CHROMIUM, CHROMIUM_ARGS, IDLE, ROOT, SHOTS, _src, _wait_idle, _wait_src_change, lab  # noqa: F401
+from test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    IDLE,
+    ROOT,
+    SHOTS,
+    _src,
+    _wait_idle,
+    _wait_src_change,
+    lab,  # noqa: F401  (the fixture)
+)
 
 pytestmark = pytest.mark.browser
 NOTEBOOKS = ROOT / "notebooks"

@@ -2,9 +2,9 @@ from decimal import Decimal
 
 import pytest
 
-from llama2_lab import calc
-from llama2_lab.config import ModelArgs
-from llama2_lab.model import Transformer
+from llama2_lab.core import calc
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.transformer import Transformer
 
 
 @pytest.mark.parametrize("name, total", [

@@ -1,4 +1,4 @@
-"""Tests for llama2_lab.chat: Meta's chat_completion token for token, validation, SFT masks."""
+"""Tests for llama2_lab.text.chat: Meta's chat_completion token for token, validation, SFT masks."""
 
 import random
 from pathlib import Path
@@ -7,10 +7,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llama2_lab.chat import (B_INST, B_SYS, E_INST, E_SYS, ROLES, SPECIAL_TAGS, DialogError,
-                             dialog_segments, encode_dialog, encode_dialog_with_mask,
-                             encode_training_dialog, render_dialog, validate_dialog)
-from llama2_lab.tokenizer import Tokenizer, train_tokenizer
+from llama2_lab.text.chat import (
+    B_INST,
+    B_SYS,
+    E_INST,
+    E_SYS,
+    ROLES,
+    SPECIAL_TAGS,
+    DialogError,
+    dialog_segments,
+    encode_dialog,
+    encode_dialog_with_mask,
+    encode_training_dialog,
+    render_dialog,
+    validate_dialog,
+)
+from llama2_lab.text.tokenizer import Tokenizer, train_tokenizer
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 # 100 examples: each draws a whole dialog, and these tests should stay a few seconds.

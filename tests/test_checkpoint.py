@@ -8,11 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from llama2_lab import checkpoint as ck
-from llama2_lab.checkpoint import CheckpointError
-from llama2_lab.config import ModelArgs
-from llama2_lab.model import Transformer
-from llama2_lab.rope import permute_to_hf
+from llama2_lab import formats as ck
+from llama2_lab.core.calc import count_params
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.rope import permute_to_hf
+from llama2_lab.core.transformer import Transformer
+from llama2_lab.formats import CheckpointError
+from llama2_lab.formats import common as ck_common
+from llama2_lab.formats import hf as ck_hf
+from llama2_lab.formats import llama2c as ck_llama2c
+from llama2_lab.formats import loading as ck_loading
+from llama2_lab.formats import meta as ck_meta
 
 
 def make_model(name="tiny", seed=0, **overrides) -> Transformer:
@@ -208,7 +214,7 @@ def test_llama2c_roundtrip(tmp_path, version, shared):
     path = tmp_path / "m.bin"
     ck.export_llama2c(m, path, version=version)
     a = m.args
-    n = ck.count_params(a)["total"] - (a.vocab_size * a.dim if shared else 0)
+    n = count_params(a)["total"] - (a.vocab_size * a.dim if shared else 0)
     rope = 2 * a.max_seq_len * a.head_dim // 2 if version == 0 else 0
     assert path.stat().st_size == (28 if version == 0 else 256) + 4 * (n + rope)
     header = path.read_bytes()[:40]
@@ -256,10 +262,10 @@ def test_load_builds_on_meta_device(tmp_path, monkeypatch):
             super().__init__(args)
             seen.append(self.output.weight.device.type)
 
-    monkeypatch.setattr(ck, "Transformer", Spy)
+    monkeypatch.setattr(ck_loading, "Transformer", Spy)
     ck.load_model(tmp_path)
     assert seen == ["cpu"]  # small: a plain build is faster than the first meta build
-    monkeypatch.setattr(ck, "META_BUILD_MIN_PARAMS", 0)  # what every real Llama 2 size takes
+    monkeypatch.setattr(ck_loading, "META_BUILD_MIN_PARAMS", 0)  # what every real Llama 2 size takes
     m = ck.load_model(tmp_path)
     assert seen == ["cpu", "meta"]
     assert_same_model(m, ck.load_model(tmp_path))
@@ -271,7 +277,7 @@ def test_memory_refusal(tmp_path, monkeypatch):
     m = make_model()
     ck.save_model(m, tmp_path)
     need32 = m.num_params() * 4
-    monkeypatch.setattr(ck, "available_memory", lambda device: need32 // 2 + 10)
+    monkeypatch.setattr(ck_loading, "available_memory", lambda device: need32 // 2 + 10)
     with pytest.raises(CheckpointError, match=r"needs about .* but only .* available.*bfloat16"):
         ck.load_model(tmp_path)
     assert ck.load_model(tmp_path, dtype=torch.bfloat16).num_params() == m.num_params()  # half the bytes fit
@@ -295,7 +301,8 @@ def test_info_reads_headers_only(tmp_path, monkeypatch):
     class NoRead(ck.LazyTensor):
         def __post_init__(self):
             self.read = no_read
-    monkeypatch.setattr(ck, "LazyTensor", NoRead)
+    for module in (ck_common, ck_meta, ck_hf, ck_llama2c):  # every reader that makes lazy tensors
+        monkeypatch.setattr(module, "LazyTensor", NoRead)
     for path, fmt, shards in [(tmp_path / "meta", "meta", 2), (tmp_path / "m.bin", "llama2c", 1)]:
         d = ck.info(path)
         assert (d["format"], d["shards"], d["n_params"], d["dtypes"], d["problems"]) == \
@@ -540,7 +547,7 @@ LLAMA2C_EXPECTED = (
 
 @pytest.mark.reference
 def test_stories260k_header_and_golden_output(reference):
-    from llama2_lab.tokenizer import Tokenizer
+    from llama2_lab.text.tokenizer import Tokenizer
 
     path, tok = reference("stories260K.bin"), Tokenizer(reference("tok512.model"))
     d = ck.info(path)

@@ -1,4 +1,4 @@
-"""llama2_lab.checks: the package's own pieces pass; typical learner mistakes fail with the right hint."""
+"""llama2_lab.course.checks: the package's own pieces pass; typical learner mistakes fail with the right hint."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llama2_lab import attention, checks, ffn, model, norm, rope
-from llama2_lab.checks import CheckResult
+from llama2_lab.core import attention, ffn, norm, rope
+from llama2_lab.core import transformer as model
+from llama2_lab.course import checks
+from llama2_lab.course.checks import CheckResult
 
 torch.set_num_threads(1)
 

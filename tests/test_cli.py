@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from llama2_lab.cli import COMMANDS, main
-from llama2_lab.config import ModelArgs
-from llama2_lab.model import Transformer
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.transformer import Transformer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tok():
-    from llama2_lab.tokenizer import train_tokenizer
+    from llama2_lab.text.tokenizer import train_tokenizer
 
     rng = random.Random(0)
     words = "the cat sat on a mat and the dog ran to the park with a red ball while birds sang".split()
@@ -28,7 +28,7 @@ def tok():
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory, tok):
     """A tiny random model saved in the project format with its tokenizer: (folder, model)."""
-    from llama2_lab.checkpoint import save_model
+    from llama2_lab.formats import save_model
 
     args = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok), multiple_of=16,
                      max_seq_len=96)
@@ -46,7 +46,7 @@ def run(capsys, *argv):
 
 # --- generate ------------------------------------------------------------------------------------
 def test_generate_greedy_streams_the_same_text_as_the_library(capsys, saved, tok):
-    from llama2_lab.generate import generate_text
+    from llama2_lab.inference import generate_text
 
     folder, model = saved
     code, out, err = run(capsys, "generate", folder, "--prompt", "the cat", "--greedy", "--max-new-tokens", 12)
@@ -99,7 +99,7 @@ def test_usage_errors_and_help(capsys):
 
 
 def test_ctrl_c_exits_130_quietly(capsys, saved, monkeypatch):
-    import llama2_lab.generate as gen
+    import llama2_lab.inference as gen
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -111,7 +111,7 @@ def test_ctrl_c_exits_130_quietly(capsys, saved, monkeypatch):
 
 # --- chat ---------------------------------------------------------------------------------------
 def test_chat_through_a_pipe_answers_each_line(capsys, saved, tok, monkeypatch):
-    from llama2_lab.generate import chat
+    from llama2_lab.inference import chat
 
     folder, model = saved
     monkeypatch.setattr(sys, "stdin", io.StringIO("the dog\n\nthe red ball\n"))
@@ -152,7 +152,8 @@ def test_chat_reports_a_bad_message_and_goes_on(capsys, saved, monkeypatch):
 
 # --- info, family ---------------------------------------------------------------------------------
 def test_info_and_family(capsys, saved):
-    from llama2_lab import calc, checkpoint
+    from llama2_lab import formats as checkpoint
+    from llama2_lab.core import calc
 
     code, out, _ = run(capsys, "info", saved[0])
     assert code == 0 and out == checkpoint.format_info(checkpoint.info(saved[0])) + "\n"

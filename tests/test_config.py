@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from llama2_lab.config import PRESETS, ConfigError, ModelArgs, ffn_hidden_dim
+from llama2_lab.core.config import PRESETS, ConfigError, ModelArgs, ffn_hidden_dim
 
 
 @pytest.mark.parametrize("name, hidden, kind", [

@@ -7,8 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llama2_lab import course
-from llama2_lab.course import CourseError, make_student_copies
+from llama2_lab.course import student as course
+from llama2_lab.course.student import CourseError, make_student_copies
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

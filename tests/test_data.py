@@ -1,4 +1,4 @@
-"""Tests for llama2_lab.data: the story generator, text files, and token packing."""
+"""Tests for llama2_lab.corpora.stories: the story generator, text files, and token packing."""
 
 import itertools
 import random
@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from llama2_lab import data
+from llama2_lab.corpora import stories as data
 
 N_CHECK = 300  # stories checked for grammar; generating them takes ~0.1 s
 

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from llama2_lab import dialogs as dlg
-from llama2_lab.dialogs import Constraint, check, check_reply, make_question
+from llama2_lab.corpora import dialogues as dlg
+from llama2_lab.corpora.dialogues import Constraint, check, check_reply, make_question
 
 
 def q(kind, seed=0):

@@ -8,11 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from llama2_lab.config import ModelArgs
-from llama2_lab.explorer import (AttentionExplorer, ExplorerError, SamplingPlayground, attention_heatmap,
-                                 bin_attention, distributions_chart, figure_png, head_label, heads_grid,
-                                 kv_groups, network_view, token_row_html)
-from llama2_lab.model import Transformer
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.transformer import Transformer
+from llama2_lab.course.explorer import (
+    AttentionExplorer,
+    ExplorerError,
+    SamplingPlayground,
+    attention_heatmap,
+    bin_attention,
+    distributions_chart,
+    figure_png,
+    head_label,
+    heads_grid,
+    kv_groups,
+    network_view,
+    token_row_html,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -169,7 +180,7 @@ def test_explorer_accepts_run_with_cache_and_generate_formats(small_model):
     b = AttentionExplorer({i: rec[f"layers.{i}.attention.pattern"][0] for i in range(2)}, toks, 2)
     assert a.layers == b.layers == [0, 1] and a.n_heads == 4
     assert a.current_png() == b.current_png()
-    from llama2_lab.generate import generate
+    from llama2_lab.inference import generate
 
     gen = generate(small_model, [1, 5, 9], 6, temperature=0, record_attention=True)
     S = 3 + len(gen)
@@ -206,7 +217,7 @@ def test_explorer_set_changes_png_and_exports(tmp_path):
     out = ex.save_png(tmp_path / "sub" / "view.png")
     assert out.read_bytes()[:8] == PNG_MAGIC and out.read_bytes() == first
     # the Save button writes the file named in the path box
-    ex.widget
+    _ = ex.widget  # build the widgets
     ex._w_path.value = str(tmp_path / "button.png")
     ex._w_save.click()
     assert (tmp_path / "button.png").read_bytes() == first and "saved" in ex._w_status.value
@@ -218,7 +229,7 @@ def test_explorer_set_changes_png_and_exports(tmp_path):
 
 def test_explorer_widgets_drive_the_view():
     ex = AttentionExplorer(causal_patterns(2, 4, 16), [f"t{i}" for i in range(16)], n_kv_heads=2, n_prompt=10)
-    ex.widget
+    _ = ex.widget  # build the widgets
     before = ex._w_image.value
     ex._w_head.value = 2  # what a click in the browser does
     assert ex.state["head"] == 2 and ex._w_image.value != before
@@ -261,7 +272,7 @@ def test_long_input_redraw_time_and_image_size(long_patterns):
 # --- the sampling playground -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tok_and_model():
-    from llama2_lab.tokenizer import train_tokenizer
+    from llama2_lab.text.tokenizer import train_tokenizer
 
     rng = np.random.default_rng(0)
     words = "once upon a time there was a little cat who liked to play in the sun with her friend".split()
@@ -315,7 +326,7 @@ def test_playground_sample_is_seeded_and_appends(tok_and_model):
     assert a.ids[-1] == greedy
     a.reset()
     assert len(a.ids) == n0
-    a.widget
+    _ = a.widget  # build the widgets
     a._w_sample.click()
     assert len(a.ids) == n0 + 1 and "color:#c2410c" in a._w_text.value
     before = a._w_chart.value
@@ -328,7 +339,7 @@ def test_playground_sample_is_seeded_and_appends(tok_and_model):
 
 
 def test_distributions_chart_marks_removed_tokens():
-    from llama2_lab.generate import filtered_distributions
+    from llama2_lab.inference import filtered_distributions
 
     logits = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0])
     d = filtered_distributions(logits, 1.0, top_k=2, top_p=None)

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from llama2_lab.config import ModelArgs
-from llama2_lab.fast import CompiledDecoder
-from llama2_lab.generate import generate
-from llama2_lab.model import Transformer
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.transformer import Transformer
+from llama2_lab.inference import generate
+from llama2_lab.inference.fast import CompiledDecoder
 
 
 def test_compiled_greedy_equals_eager():

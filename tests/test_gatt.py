@@ -8,11 +8,12 @@ import random
 import pytest
 import torch
 
-from llama2_lab import chat, gatt
-from llama2_lab import dialogs as dlg
-from llama2_lab.config import ModelArgs
-from llama2_lab.model import Transformer
-from llama2_lab.tokenizer import train_tokenizer
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.transformer import Transformer
+from llama2_lab.corpora import dialogues as dlg
+from llama2_lab.experiments import gatt
+from llama2_lab.text import chat
+from llama2_lab.text.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +218,7 @@ def test_model_sampler_runs_and_keeps_only_accepted_replies(model, tok):
 
 
 # ---- batched decoding equals one sequence at a time ------------------------------------------------
-def test_forward_rows_matches_the_model_on_ragged_rows(model, tok):
+def test_rows_at_their_own_positions_match_the_model_on_ragged_rows(model, tok):
     prompts = [[1, 5, 9, 33, 40, 7], [1, 8, 8], [1, 12, 30, 31]]
     cb = gatt.ChatBatch(model, 3, 64)
     last = cb.feed(prompts)  # (3, V)

@@ -6,8 +6,9 @@ import random
 import pytest
 import torch
 
-from llama2_lab.config import ModelArgs
-from llama2_lab.generate import (
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.transformer import Transformer
+from llama2_lab.inference import (
     Generation,
     chat,
     filtered_distributions,
@@ -25,7 +26,6 @@ from llama2_lab.generate import (
     top_k_filter,
     top_p_filter,
 )
-from llama2_lab.model import Transformer
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -67,7 +67,7 @@ class ScriptedModel(Transformer):
 
 @pytest.fixture(scope="module")
 def tok():
-    from llama2_lab.tokenizer import train_tokenizer
+    from llama2_lab.text.tokenizer import train_tokenizer
 
     rng = random.Random(0)
     words = "the cat sat on a mat and the dog ran to the park with a red ball while birds sang".split()
@@ -323,7 +323,7 @@ def test_recorded_attention_matches_a_full_forward():
 
 # --- chat ------------------------------------------------------------------------------------------
 def test_fit_dialog_drops_oldest_turns_and_keeps_the_system_message(tok):
-    from llama2_lab.chat import encode_dialog
+    from llama2_lab.text.chat import encode_dialog
 
     dialog = [{"role": "system", "content": "the cat"}]
     for i in range(3):
@@ -344,7 +344,7 @@ def test_fit_dialog_drops_oldest_turns_and_keeps_the_system_message(tok):
 
 
 def test_chat_replies_until_eos(tok):
-    from llama2_lab.chat import encode_dialog
+    from llama2_lab.text.chat import encode_dialog
 
     dialog = [{"role": "system", "content": "the cat"}, {"role": "user", "content": "the dog"}]
     prompt = encode_dialog(tok, dialog)
@@ -366,8 +366,8 @@ LLAMA2C_EXPECTED = (  # llama2.c test_all.py: `run stories260K.bin -z tok512.bin
 
 @pytest.mark.reference
 def test_stories260k_greedy_matches_llama2c(reference):
-    from llama2_lab.checkpoint import load_model
-    from llama2_lab.tokenizer import Tokenizer
+    from llama2_lab.formats import load_model
+    from llama2_lab.text.tokenizer import Tokenizer
 
     model = load_model(reference("stories260K.bin"))
     tok = Tokenizer(reference("tok512.model"))

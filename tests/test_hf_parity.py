@@ -8,9 +8,9 @@ attention is nearly uniform and a RoPE layout mistake would pass unnoticed.
 import pytest
 import torch
 
-from llama2_lab.checkpoint import save_hf
-from llama2_lab.config import ModelArgs
-from llama2_lab.model import Transformer
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.transformer import Transformer
+from llama2_lab.formats import save_hf
 
 transformers = pytest.importorskip("transformers")
 

@@ -6,12 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llama2_lab.attention import Attention, attention_probs, causal_mask, repeat_kv
-from llama2_lab.config import ModelArgs
-from llama2_lab.ffn import FeedForward, swiglu
-from llama2_lab.norm import LayerNorm, RMSNorm, rms_norm
-from llama2_lab.rope import (apply_rotary_emb, apply_rotary_emb_rotate_half, freqs_cis_real, permute_from_hf,
-                             permute_to_hf, precompute_freqs_cis)
+from llama2_lab.core.attention import Attention, attention_probs, causal_mask, repeat_kv
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.ffn import FeedForward, swiglu
+from llama2_lab.core.norm import LayerNorm, RMSNorm, rms_norm
+from llama2_lab.core.rope import (
+    apply_rotary_emb,
+    apply_rotary_emb_rotate_half,
+    freqs_cis_real,
+    permute_from_hf,
+    permute_to_hf,
+    precompute_freqs_cis,
+)
 
 
 def test_rmsnorm_matches_formula_and_is_scale_invariant():

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from llama2_lab.attention import CacheError
-from llama2_lab.config import ModelArgs
-from llama2_lab.model import InputError, Transformer
+from llama2_lab.core.attention import CacheError
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.core.transformer import InputError, Transformer
 
 
 def make(name="tiny", std=0.1, seed=0, qk_std=0.5, **over):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llama2_lab import dialogs as dlg
-from llama2_lab import gatt
+from llama2_lab.corpora import dialogues as dlg
+from llama2_lab.experiments import gatt
 
 MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
 DIRS = {"baseline": MODELS / "llama2-lab-tiny-chat", "gatt": MODELS / "llama2-lab-tiny-chat-gatt"}
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def records():
     """(turn, family, obeyed) per arm on the same fresh held-out dialogues, free-running, greedy."""
-    from llama2_lab.checkpoint import load_model, load_tokenizer
+    from llama2_lab.formats import load_model, load_tokenizer
 
     n = torch.get_num_threads()
     torch.set_num_threads(min(n, 2))

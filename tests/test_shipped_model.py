@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def shipped():
-    from llama2_lab.checkpoint import load_model, load_tokenizer
+    from llama2_lab.formats import load_model, load_tokenizer
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -49,7 +49,7 @@ def card_numbers():
 @pytest.fixture(scope="module")
 def english_words():
     """Every word the story generator can write (seen in 6,000 of its stories), lower-cased."""
-    from llama2_lab import data
+    from llama2_lab.corpora import stories as data
 
     words = set()
     for text in data.stories(FRESH_SEED + 1, 6000):
@@ -81,7 +81,7 @@ def test_card_quotes_the_recorded_numbers(card_numbers):
 
 @torch.no_grad()
 def test_perplexity_on_fresh_stories_matches_the_card(shipped, card_numbers):
-    from llama2_lab import data
+    from llama2_lab.corpora import stories as data
 
     model, tok = shipped
     T = model.args.max_seq_len
@@ -105,8 +105,8 @@ def test_names_come_back_by_copying_them_from_the_story(shipped):
     name among all the generator's names: a model that guesses from its prior is at 1/224
     (log -5.41); the shipped model before the copy circuit formed was exactly there (-5.47).
     """
-    from llama2_lab import data
-    from llama2_lab.train import name_copy_scores
+    from llama2_lab.corpora import stories as data
+    from llama2_lab.training import name_copy_scores
 
     model, tok = shipped
     scores = name_copy_scores(model, tok, data.stories(FRESH_SEED, 40))
@@ -117,7 +117,7 @@ def test_names_come_back_by_copying_them_from_the_story(shipped):
 
 
 def _story(model, tok, temperature, seed=0):
-    from llama2_lab.generate import generate
+    from llama2_lab.inference import generate
 
     ids = tok.encode(PROMPT, bos=True)
     new = generate(model, ids, max_new_tokens=model.args.max_seq_len - len(ids),

@@ -1,4 +1,4 @@
-"""Tests for llama2_lab.tokenizer: conformance with Meta's tokenizer.model and llama2.c's
+"""Tests for llama2_lab.text.tokenizer: conformance with Meta's tokenizer.model and llama2.c's
 tokenizer.bin (when ../shared/reference is present), and properties of a tokenizer we train."""
 
 import hashlib
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from llama2_lab.tokenizer import (LLAMA2_TRAINER_SPEC, StreamDecoder, Tokenizer, describe,
-                                  read_tokenizer_bin, train_tokenizer, write_tokenizer_bin)
+from llama2_lab.formats.llama2c import read_tokenizer_bin, write_tokenizer_bin
+from llama2_lab.text.tokenizer import LLAMA2_TRAINER_SPEC, StreamDecoder, Tokenizer, describe, train_tokenizer
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 SETTINGS = settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])

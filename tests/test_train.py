@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from llama2_lab import train as tr
-from llama2_lab.model import Transformer
-from llama2_lab.train import TrainConfig, TrainError, lr_at
+from llama2_lab import training as tr
+from llama2_lab.core.transformer import Transformer
+from llama2_lab.training import TrainConfig, TrainError, lr_at
 
 
 @pytest.fixture(autouse=True)
@@ -286,7 +286,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 
 # --- outputs, text files and the command line -------------------------------------------------------
 def test_outputs_project_format_and_loss_curve(tmp_path, tiny_data):
-    checkpoint = pytest.importorskip("llama2_lab.checkpoint")
+    checkpoint = pytest.importorskip("llama2_lab.formats")
     cfg = tiny_cfg(tmp_path, max_steps=4, eval_every=2)
     result = tr.train(cfg, progress=False, data=tiny_data)
     for name in ("params.json", "model.safetensors", "tokenizer.model", "loss_curve.json", "loss_curve.png"):
@@ -338,7 +338,7 @@ def test_command_line_trains_and_reports_bad_input(tmp_path, capsys):
 
 
 def test_sample_text_starts_with_the_prompt(tiny_data):
-    pytest.importorskip("llama2_lab.generate")
+    pytest.importorskip("llama2_lab.inference")
     result = tr.train(tiny_cfg(max_steps=2), progress=False, data=tiny_data)
     greedy = tr.sample_text(result.model, result.tokenizer, "Once upon a time", 10)
     assert greedy.startswith("Once upon a time")
@@ -363,14 +363,14 @@ class _Fixed(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def story_tok():
-    from llama2_lab import data
-    from llama2_lab.tokenizer import train_tokenizer
+    from llama2_lab.corpora import stories as data
+    from llama2_lab.text.tokenizer import train_tokenizer
 
     return train_tokenizer(list(data.train_stories(600)), 2048, seed=0)
 
 
 def test_name_copy_scores_separate_a_guesser_from_a_copier(story_tok):
-    from llama2_lab import data
+    from llama2_lab.corpora import stories as data
 
     stories = list(data.valid_stories(12))
     n_names = len(tr.name_token_ids(story_tok))

@@ -1,4 +1,4 @@
-"""llama2_lab.viz and llama2_lab.widgets: figures build headless; explorers respond to their Python API."""
+"""llama2_lab.course.viz and llama2_lab.course.widgets: figures build headless; explorers respond to their Python API."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from llama2_lab import calc, viz, widgets
-from llama2_lab.config import ModelArgs
+from llama2_lab.core import calc
+from llama2_lab.core.config import ModelArgs
+from llama2_lab.course import viz, widgets
 
 torch.set_num_threads(1)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,1 @@
+"""Experiments built from the layers below: Ghost Attention in miniature (``gatt``)."""

@@ -1,0 +1,181 @@
+"""What a GAtt run leaves behind: the figures (adherence by turn, attention to the system span)
+and, for each shipped model, results.json and its MODEL_CARD.md."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .config import ARM_FOLDERS, ARM_LABELS, ARMS, PRESETS, GattConfig, _models_dir
+from .evaluate import format_attention, format_table, headline, summarize
+
+COLORS = {"baseline": "tab:red", "gatt": "tab:blue", "upper": "tab:gray"}
+
+def plot_adherence(summary: dict, split: str = "free"):
+    """Table 30 as curves: pooled adherence@k with 95 % bands for the three arms, and per family."""
+    import matplotlib.pyplot as plt
+    fams = [f for f in summary[split]["gatt"] if f != "pooled"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    ks = [r["k"] for r in summary[split]["gatt"]["pooled"]]
+    for arm in ARMS:
+        rows = summary[split][arm]["pooled"]
+        axes[0].plot(ks, [r["p"] for r in rows], "o-", color=COLORS[arm], label=ARM_LABELS[arm])
+        axes[0].fill_between(ks, [r["low"] for r in rows], [r["high"] for r in rows], color=COLORS[arm], alpha=0.15)
+    axes[0].set(xlabel="turn k", ylabel="adherence (all checks at turn k)", ylim=(-0.02, 1.02),
+                title="Pooled adherence, free-running (held-out values)")
+    axes[0].legend(loc="lower left", fontsize=8)
+    cmap = plt.get_cmap("tab10")
+    for i, fam in enumerate(fams):
+        for arm, style in (("baseline", "--"), ("gatt", "-")):
+            rows = summary[split][arm].get(fam)
+            if rows:
+                axes[1].plot(ks, [r["p"] for r in rows], style, color=cmap(i), label=f"{fam} ({arm})" if arm == "gatt" else None)
+    axes[1].set(xlabel="turn k", ylim=(-0.02, 1.02), title="Per family: GAtt solid, baseline dashed")
+    axes[1].legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+def plot_attention_share(summary: dict):
+    """Attention mass on the system message at turn k's decision positions, per layer (max over
+    heads), and its lift over uniform causal attention; baseline dashed, GAtt solid."""
+    import matplotlib.pyplot as plt
+    att = summary["attention"]
+    L, K = len(att["gatt"]["share"]), len(att["gatt"]["share"][0])
+    ks = list(range(1, K + 1))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    cmap = plt.get_cmap("viridis")
+    for m, ax in zip(("share", "lift"), axes):
+        for layer in range(L):
+            for arm, style in (("baseline", "--"), ("gatt", "-")):
+                ax.plot(ks, att[arm][m][layer], style, color=cmap(layer / max(1, L - 1)),
+                        label=f"layer {layer}" if arm == "gatt" else None)
+        ax.set(xlabel="turn k", title=("attention share on the system span" if m == "share" else
+                                       "lift over uniform causal attention") + " (GAtt solid, baseline dashed)")
+    axes[1].axhline(1.0, color="k", lw=0.5)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+def plot_attention_maps(maps: dict, tokens_per_bin: int | None = None):
+    """Figure 10: whole-dialogue attention (max over layers and heads, binned), without and with GAtt."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    for ax, arm in zip(axes, ("baseline", "gatt")):
+        m = np.array(maps[arm]["map"])
+        m = np.where(np.tril(np.ones_like(m)) > 0, m, np.nan)
+        ax.imshow(np.log10(np.clip(m, 1e-3, 1)), cmap="magma", vmin=-3, vmax=0)
+        lo, hi = maps[arm]["system"]
+        ax.axvspan(lo - 0.5, hi - 0.5, color="cyan", alpha=0.12)
+        for b in maps[arm]["turns"][1:]:
+            ax.axhline(b - 0.5, color="w", lw=0.3)
+        ax.set(title=f"{ARM_LABELS[arm]}: max over layers and heads (log10)",
+               xlabel=f"key (bins of {maps[arm]['bin']} tokens; system span shaded)", ylabel="query")
+    fig.tight_layout()
+    return fig
+
+def _save_fig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from ...utils.io import atomic_path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+def write_card(folder: Path, arm: str, cfg: GattConfig, summary: dict, info: dict) -> None:
+    """MODEL_CARD.md: what the model is, how it was made, and the measured table."""
+    from ...utils.io import atomic_write_text
+    h = summary["headline"]
+    deep = next(k for k in h["gatt"] if k.startswith("turns"))
+    lo_k, hi_k = deep[5:].split("-")
+    other = "llama2-lab-tiny-chat-gatt" if arm == "baseline" else "llama2-lab-tiny-chat"
+    what = ("baseline chat SFT: plain multi-turn chat + instruction-following examples (no GAtt)" if arm == "baseline"
+            else "chat SFT with Ghost Attention: plain multi-turn chat + GAtt sequences (instruction in turn 1 "
+                 "only, loss on the last reply)")
+    text = f"""# {folder.name}
+
+{what}. Fine-tuned from `{info['base']}` by `llama2-lab gatt` (`llama2_lab/gatt.py`, notebook 09);
+the companion model is `{other}`. Llama-2-chat format (`llama2_lab/chat.py`). Context extended
+from {info['base_context']} to {cfg.context} positions by fine-tuning on longer dialogues (as Llama 1 was
+GAtt-tuned at twice its pretraining context, Llama 2 paper App. A.3.5).
+
+## How it was made
+- preset `{info['preset']}`, GAtt replies: **{cfg.mode}** ({"the baseline model's own samples, "
+  f"{cfg.n_candidates} candidates per turn at T={cfg.temperature}, first one the checker accepts" if cfg.mode == "sampled"
+  else "deterministic oracle rewrites of the plain answers"}).
+- data: {cfg.n_dialogues} generated dialogues (`llama2_lab/dialogs.py`) of 1–{cfg.max_turns} turns, sequences cut to
+  ≤ {cfg.max_train_tokens} tokens; each dialogue gives one shared plain-chat sequence and one arm sequence
+  ({2 * cfg.n_dialogues} sequences per arm); when a persona or hobby is set, {cfg.attribute_boost:.0%} of the
+  turns ask for it. Mean tokens per sequence: {json.dumps(info['mean_tokens'])}.
+- training, two stages: (1) shared chat SFT of the pretrained model, {cfg.sft_steps} steps × {cfg.batch_size}
+  sequences (plain chat + instruction examples from {cfg.sft_dialogues} other dialogues; trained once, with
+  seed {cfg.seeds[0]}, for all seeds), peak LR {cfg.lr}{info.get('stage1_note', '')};
+  (2) each arm continues from that model for {cfg.steps} steps × {cfg.batch_size} sequences, peak LR {cfg.lr2}.
+  AdamW (0.9, 0.95), eps 1e-5, wd 0.1 on matrices, clip 1.0, 5 % warmup, cosine to 10 %; masked loss = sum of
+  CE over trained tokens / their count. Same steps, batch and sequence counts for both arms.
+- seeds {list(cfg.seeds)} (this folder holds seed {cfg.seeds[0]}); rejection sampling kept
+  {info.get('kept', 'n/a')}.
+- wall time: {info['wall_min']:.1f} min for the whole pipeline on {info['threads']} thread(s).
+
+## Evaluation (all seeds pooled; 95 % Wilson intervals, which ignore the clustering of checks within a dialogue)
+{cfg.eval_dialogues} free-running {cfg.eval_turns}-turn dialogues per seed and arm (greedy, own replies as history), held-out
+names/hobbies/words; 1–3 constraints from persona, hobby, caps, end word, start word, brief.
+"upper" = the baseline with the instruction repeated in every user message.
+
+Turn 1: baseline {h['baseline']['turn1']:.2f}, GAtt {h['gatt']['turn1']:.2f}, upper {h['upper']['turn1']:.2f}.
+Turns {lo_k}–{hi_k} pooled: baseline {h['baseline'][deep][0]:.2f} [{h['baseline'][deep][1]:.2f}, {h['baseline'][deep][2]:.2f}],
+GAtt {h['gatt'][deep][0]:.2f} [{h['gatt'][deep][1]:.2f}, {h['gatt'][deep][2]:.2f}],
+upper {h['upper'][deep][0]:.2f} [{h['upper'][deep][1]:.2f}, {h['upper'][deep][2]:.2f}].
+
+### Adherence@k, free-running
+{format_table(summary, "free")}
+### Held-out combination (caps + start word, never combined in training)
+{format_table(summary, "combo", fams=False)}
+### Plain-history probe (earlier replies teacher-forced unconstrained)
+{format_table(summary, "probe", fams=False)}
+### Attention on the system span at turn k's decision positions (max over heads; lift over uniform)
+{format_attention(summary)}
+Figures: `adherence.png`, `attention_share.png`, `attention_maps.png`; numbers: `results.json`.
+
+## Limits
+{info.get('limits', '')}
+"""
+    atomic_write_text(folder / "MODEL_CARD.md", text)
+
+def write_report(cfg: GattConfig, tok, per_seed: dict, ships: dict, maps: dict, times: dict, kept: dict,
+                 mean_tokens: dict, base_context, wall_minutes: float, limits: str = "") -> dict:
+    """Summarize the seeds, then write both model folders: weights, results.json, figures, MODEL_CARD.md."""
+    from ...formats import save_model
+    from ...utils.io import atomic_write_text
+    summary = summarize(per_seed, cfg)
+    summary["maps"] = maps
+    summary["headline"] = headline(summary, min(8, cfg.eval_turns), cfg.eval_turns)
+    summary["combo_headline"] = headline({"free": summary["combo"]}, min(8, cfg.eval_turns), cfg.eval_turns)
+    results = {"config": cfg.to_dict(), "summary": summary, "times_s": times, "gatt_data": kept,
+               "wall_minutes": wall_minutes,
+               "examples": {str(s): {split: {a: v[split][a]["example"] for a in ARMS} for split in ("free", "combo")}
+                            for s, v in per_seed.items()},
+               "mean_tokens": mean_tokens}
+    preset = next((k for k, v in PRESETS.items()
+                   if replace(v, threads=None, progress=True, out_dir=None) ==
+                   replace(cfg, threads=None, progress=True, out_dir=None)), "custom")
+    info = {"base": str(cfg.base or "assets/models/llama2-lab-tiny"), "base_context": base_context,
+            "preset": preset, "mean_tokens": {k: round(v, 1) for k, v in mean_tokens.items()},
+            "kept": {s: (f"{v['sampled']} turns sampled and accepted, {v['fallback']} oracle fallbacks, "
+                         f"{v['failed']} failed, of {v['turns_asked']}" if "sampled" in v else "oracle mode")
+                     for s, v in kept.items()},
+            "wall_min": wall_minutes, "threads": torch.get_num_threads(), "limits": limits}
+    results["card_info"] = info
+    for arm, name in ARM_FOLDERS.items():
+        folder = _models_dir(cfg) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(ships[arm], folder, tok)
+        atomic_write_text(folder / "results.json", json.dumps(results, indent=1, default=float) + "\n")
+        _save_fig(plot_adherence(summary), folder / "adherence.png")
+        _save_fig(plot_attention_share(summary), folder / "attention_share.png")
+        _save_fig(plot_attention_maps(maps), folder / "attention_maps.png")
+        write_card(folder, arm, cfg, summary, info)
+    return results

@@ -1,0 +1,411 @@
+"""Llama 2's tokenizer: a SentencePiece BPE model, trained and used as Meta does (paper §2.1: the
+Llama 1 tokenizer, SentencePiece BPE, split digits, byte fallback, 32k pieces).
+
+Four things live here:
+
+* `Tokenizer`, a thin wrapper with Meta's interface (`encode(s, bos, eos)`, `bos_id`, `eos_id`,
+  `pad_id`, `n_words`) that also loads from bytes, saves atomically and gives character offsets;
+* `StreamDecoder`, which turns generated ids into text one id at a time without ever
+  emitting half a UTF-8 character;
+* `train_tokenizer`, which trains a small tokenizer in memory with Llama 2's settings, and
+  `describe`, which reads the settings back out of any `.model` file;
+* `read_tokenizer_bin` / `write_tokenizer_bin`, llama2.c's `tokenizer.bin` format (now in formats/llama2c.py).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import MappingProxyType
+
+import sentencepiece as spm
+
+from ..utils.io import atomic_write_bytes
+
+# Llama 2's trainer settings, read from Meta's tokenizer.model (`describe` on the
+# real file shows them). Keys are SentencePieceTrainer flags, so the dict can be passed as is.
+# Meta trained on 200M sentences with 80 threads; `train_tokenizer` keeps every setting but
+# the vocabulary size and uses one thread, because only one thread gives identical bytes.
+LLAMA2_TRAINER_SPEC = MappingProxyType({
+    "model_type": "bpe",
+    "vocab_size": 32000,
+    "character_coverage": 0.99995,     # rarer characters are left to byte fallback
+    "byte_fallback": True,             # 256 pieces <0x00>..<0xFF> at ids 3..258: no <unk> in practice
+    "split_digits": True,              # "12345" -> 5 digit tokens [P2 §2.2]
+    "split_by_unicode_script": True,
+    "split_by_whitespace": True,
+    "split_by_number": True,
+    "allow_whitespace_only_pieces": True,  # runs of spaces (code indentation) get their own pieces
+    "treat_whitespace_as_suffix": False,   # "▁" starts a piece, never ends one
+    "max_sentencepiece_length": 16,
+    "max_sentence_length": 4192,
+    "input_sentence_size": 200_000_000,
+    "shuffle_input_sentence": True,
+    "hard_vocab_limit": True,
+    "use_all_vocab": False,
+    "vocabulary_output_piece_score": True,
+    "normalization_rule_name": "identity",  # no NFKC: text is tokenized exactly as written
+    "add_dummy_prefix": True,               # "Hello" is tokenized as " Hello"
+    "remove_extra_whitespaces": False,      # whitespace round-trips
+    "unk_id": 0,
+    "bos_id": 1,
+    "eos_id": 2,
+    "pad_id": -1,                           # no pad token: Meta pads prompts with -1 (Meta's llama/generation.py)
+})
+
+SPACE = "\u2581"  # "▁", SentencePiece's visible space
+
+
+class Tokenizer:
+    """A SentencePiece model with Meta's `Tokenizer` interface (`llama/tokenizer.py` [ML])."""
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        if path.is_dir():
+            hint = f" Did you mean {path / 'tokenizer.model'}?" if (path / "tokenizer.model").is_file() else ""
+            raise IsADirectoryError(f"{path} is a folder; give the path of the SentencePiece "
+                                    f"tokenizer file itself (Llama 2 calls it tokenizer.model).{hint}")
+        if not path.is_file():
+            raise FileNotFoundError(f"No tokenizer file at {path}: expected a SentencePiece model "
+                                    "file such as Llama 2's tokenizer.model.")
+        self._load(path.read_bytes(), source=str(path))
+
+    @classmethod
+    def from_bytes(cls, model_proto: bytes) -> Tokenizer:
+        """Load a tokenizer from the bytes of a `.model` file (what `model_proto` returns)."""
+        tok = cls.__new__(cls)
+        tok._load(bytes(model_proto), source="the given bytes")
+        return tok
+
+    def _load(self, proto: bytes, source: str) -> None:
+        if not proto:
+            raise ValueError(f"{source}: empty, expected a SentencePiece model (tokenizer.model).")
+        sp = spm.SentencePieceProcessor()
+        try:
+            sp.LoadFromSerializedProto(proto)
+        except (RuntimeError, OSError) as err:
+            raise ValueError(f"{source} is not a SentencePiece model ({err.__class__.__name__}: "
+                             f"{str(err).strip()}).{_format_hint(proto)}") from None
+        self.sp = sp
+        self.source = source
+        # With a dummy prefix, the first piece of "a" starts with "▁" (Meta's tokenizer.model: add_dummy_prefix).
+        self._dummy_prefix = sp.encode("a", out_type=str)[0].startswith(SPACE)
+
+    # Meta's attribute names, as properties so that they always agree with the model.
+    @property
+    def bos_id(self) -> int:
+        return self.sp.bos_id()
+
+    @property
+    def eos_id(self) -> int:
+        return self.sp.eos_id()
+
+    @property
+    def pad_id(self) -> int:
+        return self.sp.pad_id()
+
+    @property
+    def unk_id(self) -> int:
+        return self.sp.unk_id()
+
+    @property
+    def n_words(self) -> int:
+        return self.sp.vocab_size()
+
+    vocab_size = n_words
+
+    def __len__(self) -> int:
+        return self.n_words
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.source!r}, n_words={self.n_words})"
+
+    @property
+    def model_proto(self) -> bytes:
+        """The serialized model: exactly the bytes of a `.model` file."""
+        return self.sp.serialized_model_proto()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the `.model` file atomically (temp file, then rename)."""
+        atomic_write_bytes(path, self.model_proto)
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Text -> ids (length T), BOS/EOS added as ids only: the text "<s>" is not BOS (Meta's tokenizer.model: add_dummy_prefix)."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+        ids = self.sp.encode(text)
+        return [self.bos_id] * bos + ids + [self.eos_id] * eos
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids (length T) -> text; BOS/EOS (control ids) decode to nothing.
+
+        One text does not survive the round trip: "▁" itself comes back as a space, because
+        SentencePiece uses that character to mark spaces.
+        """
+        return self.sp.decode(self._check_ids(ids))
+
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(self._check_ids([i])[0])
+
+    def piece_to_id(self, piece: str) -> int:
+        """Id of a piece such as "▁Hello" or "<0x0A>"; unknown pieces give `unk_id`, as in SentencePiece."""
+        return self.sp.piece_to_id(piece)
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        """The piece string of every id, e.g. ["▁Hello", "▁world"]: what notebooks display."""
+        return [self.sp.id_to_piece(i) for i in self._check_ids(ids)]
+
+    def score(self, i: int) -> float:
+        """The piece's score; for BPE it ranks merges (earlier merge = higher score)."""
+        return self.sp.get_score(self._check_ids([i])[0])
+
+    def is_byte(self, i: int) -> bool:
+        return self.sp.is_byte(self._check_ids([i])[0])
+
+    def is_control(self, i: int) -> bool:
+        return self.sp.is_control(self._check_ids([i])[0])
+
+    def encode_with_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        """Text -> [(id, start, end)] (length T), where text[start:end] is what the token covers.
+
+        A piece's leading "▁" covers the space before the word; the dummy-prefix "▁" covers
+        nothing; every byte-fallback token of a character covers that whole character.
+        Works for models with an identity normalizer (Llama 2 and those trained here).
+        """
+        ids = self.encode(text)
+        # SentencePiece's view of the text: dummy prefix, spaces shown as "▁" (Meta's tokenizer.model: add_dummy_prefix).
+        prefix = SPACE if (ids and self._dummy_prefix) else ""
+        norm = prefix + text.replace(" ", SPACE)
+        out, pos, pending = [], 0, b""
+        for i in ids:
+            piece = self.sp.id_to_piece(i)
+            if self.sp.is_byte(i):
+                pending += bytes([int(piece[3:5], 16)])
+                char_bytes = norm[pos].encode() if pos < len(norm) else b""
+                span = (pos, pos + 1)
+                if pending == char_bytes:
+                    pos, pending = pos + 1, b""
+            elif not pending and norm.startswith(piece, pos):
+                span = (pos, pos + len(piece))
+                pos += len(piece)
+            else:
+                raise ValueError(f"cannot align piece {piece!r} with the text at character "
+                                 f"{pos - len(prefix)}: offsets need a model that keeps text as written "
+                                 "(identity normalizer, remove_extra_whitespaces=False)")
+            out.append((i, max(span[0] - len(prefix), 0), max(span[1] - len(prefix), 0)))
+        if pos != len(norm):
+            raise ValueError("the pieces do not cover the text: offsets need a model that keeps "
+                             "text as written (identity normalizer, remove_extra_whitespaces=False)")
+        return out
+
+    def _check_ids(self, ids: Iterable[int]) -> list[int]:
+        ids = [int(i) for i in ids]  # also accepts a 1-D tensor or array
+        n = self.n_words
+        for pos, i in enumerate(ids):
+            if not 0 <= i < n:
+                why = " (-1 is Llama 2's pad id: drop the padding first)" if i == self.pad_id else ""
+                raise ValueError(f"token id {i} at position {pos} is out of range for this "
+                                 f"tokenizer: valid ids are 0..{n - 1}{why}")
+        return ids
+
+
+def _format_hint(data: bytes) -> str:
+    """Guess what a non-SentencePiece file is, to say what to do instead."""
+    head = data[:64].lstrip()
+    if head.startswith(b"{"):
+        return (" It looks like JSON (a Hugging Face tokenizer.json?); this class needs the "
+                "SentencePiece tokenizer.model.")
+    if len(data) >= 4 and 0 < struct.unpack_from("<I", data)[0] <= 64:
+        return (" It may be a llama2.c tokenizer.bin; read that with read_tokenizer_bin(), "
+                "or load the tokenizer.model it was exported from.")
+    return " Expected the tokenizer.model file of a Llama 2 checkpoint or one saved by Tokenizer.save()."
+
+
+class StreamDecoder:
+    """Ids in one at a time, text out: the pushed pieces always concatenate to `decode(all_ids)`.
+
+    Each push re-decodes a short window of recent ids and returns only the text that grew.
+    Decoding a window (not the single id) keeps SentencePiece's leading-space rule right, and
+    holding back text that ends in U+FFFD keeps a character split over byte-fallback tokens
+    (an emoji is 4) from being emitted half done. (The same scheme as HF's TextStreamer.)
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self._start = 0   # the window starts here
+        self._read = 0    # ids before this are already emitted
+
+    def push(self, token_id: int) -> str:
+        """Add one id; return the text it completes ("" while a character is unfinished)."""
+        self.ids.extend(self.tokenizer._check_ids([token_id]))
+        decode = self.tokenizer.sp.decode
+        done = decode(self.ids[self._start:self._read])
+        text = decode(self.ids[self._start:])
+        if len(text) > len(done) and not text.endswith("\ufffd"):
+            self._start, self._read = self._read, len(self.ids)
+            return text[len(done):]
+        return ""
+
+    def flush(self) -> str:
+        """Emit whatever is held back (at the end of generation), broken characters included."""
+        decode = self.tokenizer.sp.decode
+        done = decode(self.ids[self._start:self._read])
+        text = decode(self.ids[self._start:])
+        self._start = self._read = len(self.ids)
+        return text[len(done):]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, *,
+                    user_defined_symbols: Sequence[str] = (), seed: int = 0,
+                    num_threads: int = 1, **overrides) -> Tokenizer:
+    """Train a BPE tokenizer in memory with Llama 2's settings (`LLAMA2_TRAINER_SPEC`).
+
+    Texts are split into lines, because SentencePiece trains on lines (Meta fed it a text
+    file), so "\\n" is never a piece and falls back to byte <0x0A> as in Llama 2. Lines over
+    `max_sentence_length` (4192 bytes) are skipped by SentencePiece.
+    `user_defined_symbols` always stay one token (e.g. the chat tags).
+    With `num_threads=1` the same texts and seed give byte-identical models.
+    """
+    if isinstance(texts, str):
+        texts = [texts]  # one document, not an iterable of characters
+
+    def lines():
+        for text in texts:
+            yield from (line for line in text.split("\n") if line)
+
+    spec = {**LLAMA2_TRAINER_SPEC, "vocab_size": vocab_size, "minloglevel": 2, **overrides}
+    writer = io.BytesIO()
+    spm.set_random_generator_seed(seed)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=lines(), model_writer=writer,
+            user_defined_symbols=list(user_defined_symbols),
+            num_threads=num_threads, **spec)
+    except RuntimeError as err:
+        msg = str(err)
+        if "Vocabulary size too high" in msg:
+            most = msg.rsplit("<=", 1)[-1].strip(" .")
+            raise ValueError(f"Too little text for vocab_size={vocab_size}: BPE ran out of merges "
+                             f"(this text supports at most {most}). Give more, or more varied, "
+                             "text, or a smaller vocab_size.") from None
+        if "smaller than required_chars" in msg:
+            need = msg.split("vs", 1)[-1].split(".")[0].strip()
+            raise ValueError(f"vocab_size={vocab_size} is too small: the 256 byte pieces, the "
+                             f"special pieces and the characters of the text need {need}. Use a "
+                             "larger vocab_size.") from None
+        if "sentences_.empty()" in msg:
+            raise ValueError("No text to train on: give at least one non-empty line.") from None
+        raise
+    return Tokenizer.from_bytes(writer.getvalue())
+
+
+# --- Reading the settings back out of a .model file --------------------------------------------
+# A .model file is a protobuf `ModelProto` (sentencepiece_model.proto). Reading the few fields
+# we show takes a 20-line wire-format reader, so `describe` needs no protobuf package.
+# field number -> (name, kind, default); kinds: s string, e enum, i int, b bool, f float32.
+_MODEL_TYPES = (None, "unigram", "bpe", "word", "char")  # spelled as the trainer flag
+_PIECE_TYPES = (None, "NORMAL", "UNKNOWN", "CONTROL", "USER_DEFINED", "UNUSED", "BYTE")
+_TRAINER_FIELDS = {
+    3: ("model_type", "e", 1), 4: ("vocab_size", "i", 8000), 10: ("character_coverage", "f", 0.9995),
+    11: ("input_sentence_size", "i", 0), 19: ("shuffle_input_sentence", "b", True),
+    18: ("max_sentence_length", "i", 4192), 16: ("num_threads", "i", 16),
+    20: ("max_sentencepiece_length", "i", 16), 21: ("split_by_unicode_script", "b", True),
+    23: ("split_by_number", "b", True), 22: ("split_by_whitespace", "b", True),
+    24: ("treat_whitespace_as_suffix", "b", False), 26: ("allow_whitespace_only_pieces", "b", False),
+    25: ("split_digits", "b", False), 30: ("control_symbols", "s*", ()),
+    31: ("user_defined_symbols", "s*", ()), 35: ("byte_fallback", "b", False),
+    32: ("vocabulary_output_piece_score", "b", True), 33: ("hard_vocab_limit", "b", True),
+    34: ("use_all_vocab", "b", False), 40: ("unk_id", "i", 0), 41: ("bos_id", "i", 1),
+    42: ("eos_id", "i", 2), 43: ("pad_id", "i", -1), 45: ("unk_piece", "s", "<unk>"),
+    46: ("bos_piece", "s", "<s>"), 47: ("eos_piece", "s", "</s>"), 48: ("pad_piece", "s", "<pad>"),
+    44: ("unk_surface", "s", " \u2047 "),
+}
+_NORMALIZER_FIELDS = {
+    1: ("name", "s", ""), 3: ("add_dummy_prefix", "b", True),
+    4: ("remove_extra_whitespaces", "b", True), 5: ("escape_whitespaces", "b", True),
+}
+
+
+def _fields(buf: bytes):
+    """Yield (field number, value) of one protobuf message; value is int, bytes or 4/8 raw bytes."""
+    pos = 0
+
+    def varint():
+        nonlocal pos
+        shift = result = 0
+        while True:
+            byte = buf[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return result
+
+    while pos < len(buf):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            yield number, varint()
+        elif wire == 2:
+            n = varint()
+            yield number, buf[pos:pos + n]
+            pos += n
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            yield number, buf[pos:pos + n]
+            pos += n
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _float32(raw: bytes) -> float:
+    """The shortest decimal that is the same float32 (0.99995, not 0.9999499917030334)."""
+    x = struct.unpack("<f", raw)[0]
+    for digits in range(6, 10):
+        if struct.unpack("<f", struct.pack("<f", float(f"{x:.{digits}g}")))[0] == x:
+            return float(f"{x:.{digits}g}")
+    return x
+
+
+def _read_spec(buf: bytes, table: dict) -> dict:
+    spec = {name: default for name, _, default in table.values()}
+    for number, value in _fields(buf):
+        if number not in table:
+            continue
+        name, kind, _ = table[number]
+        if kind == "b":
+            spec[name] = bool(value)
+        elif kind == "i":
+            spec[name] = value - (1 << 64) if value >= 1 << 63 else value  # negative int32
+        elif kind == "f":
+            spec[name] = _float32(value)
+        elif kind == "s":
+            spec[name] = value.decode()
+        elif kind == "s*":
+            spec[name] = (*spec[name], value.decode())
+        elif kind == "e":
+            spec[name] = value
+    if "model_type" in spec:
+        spec["model_type"] = _MODEL_TYPES[spec["model_type"]]
+    return spec
+
+
+def describe(tokenizer: Tokenizer) -> dict:
+    """The settings stored in a model: {"trainer_spec": {...}, "normalizer_spec": {...}, "pieces": {type: count}}."""
+    trainer, normalizer = b"", b""
+    counts: dict[str | None, int] = {}
+    for number, value in _fields(tokenizer.model_proto):
+        if number == 1:  # one SentencePiece: piece (1), score (2), type (3, default NORMAL)
+            kind = dict(_fields(value)).get(3, 1)
+            counts[_PIECE_TYPES[kind]] = counts.get(_PIECE_TYPES[kind], 0) + 1
+        elif number == 2:
+            trainer = value
+        elif number == 3:
+            normalizer = value
+    return {"trainer_spec": _read_spec(trainer, _TRAINER_FIELDS),
+            "normalizer_spec": _read_spec(normalizer, _NORMALIZER_FIELDS),
+            "pieces": counts}

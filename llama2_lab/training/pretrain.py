@@ -1,0 +1,363 @@
+"""Pretraining with the Llama 2 recipe, scaled down to a laptop (paper §2.2).
+
+What is kept from the paper: AdamW with β = (0.9, 0.95) and eps 1e-5, weight decay 0.1 on the
+weight matrices only, gradient clipping at 1.0, and a cosine learning-rate schedule that decays to
+10 % of its peak after a linear warmup. What is scaled down: the data (generated stories, or a
+text file, instead of 2T tokens), the batch (thousands of tokens, not 4M), the warmup (tens of
+steps, not 2000) and the peak LR (tiny models like 1e-3 or more; 7B used 3e-4).
+
+    cfg = TrainConfig.from_preset("fast")        # or "lab-tiny", the shipped model
+    result = train(cfg)                          # tqdm bar, periodic validation, checkpoints
+    print(sample_text(result.model, result.tokenizer, "Once upon a time", 100))
+
+Everything is seeded: the same config gives the same weights, and a run resumed from a
+checkpoint ends exactly where an uninterrupted one would (the data order is a pure function of
+the seed and the step, and the checkpoint holds the model, AdamW's moments, the step and the RNG
+states). Files are written atomically, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..core.transformer import Transformer
+from ..utils.io import atomic_path, atomic_write_text
+from .config import TrainConfig, TrainError
+from .data import TrainData, prepare_data
+from .recipe import data_position, lr_at, make_optimizer, step_indices
+
+CHECKPOINT_FORMAT = "llama2-lab-train-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+# Loop
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What a run produced: the model, its tokenizer, the loss curve and the headline numbers."""
+
+    model: Transformer
+    tokenizer: object
+    config: TrainConfig
+    history: list[dict]
+    step: int
+    tokens_seen: int
+    train_loss: float
+    val_loss: float
+    wall_time_s: float
+    tokens_per_s: float
+    out_dir: Path | None = None
+    data_source: str = ""
+
+    @property
+    def val_perplexity(self) -> float:
+        return math.exp(self.val_loss)
+
+    def summary(self) -> dict:
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "params": self.model.num_params(),
+                "train_loss": self.train_loss, "val_loss": self.val_loss,
+                "val_perplexity": self.val_perplexity, "wall_time_s": self.wall_time_s,
+                "tokens_per_s": self.tokens_per_s, "data": self.data_source}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"device {name!r} asked for, but this torch build sees no CUDA GPU; "
+                         "use --device cpu (or auto).")
+    return dev
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast on CUDA only: on CPU it is slower than fp32 for these shapes, and fp32 keeps
+    # CPU runs bit-for-bit reproducible.
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def loss_on(model: Transformer, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Mean next-token cross-entropy of rows (B, T + 1): inputs rows[:, :-1], targets rows[:, 1:]."""
+    rows = rows.to(device, non_blocking=True)
+    x, y = rows[:, :-1], rows[:, 1:]  # (B, T) each
+    with _autocast(device):
+        logits = model(x)  # (B, T, V)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """model.eval() for the block, then back to whatever mode it was in (training stays training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, rows: torch.Tensor, batch_size: int, device: torch.device,
+             max_batches: int | None = None) -> float:
+    """Mean validation loss over the first `max_batches` batches of rows (N, T + 1), in eval mode."""
+    total, count = 0.0, 0
+    with _eval_mode(model):
+        for i, start in enumerate(range(0, len(rows), batch_size)):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = rows[start:start + batch_size]
+            total += loss_on(model, batch, device).item() * len(batch)
+            count += len(batch)
+    return total / count
+
+
+def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool = False,
+          data: TrainData | None = None) -> TrainResult:
+    """Pretrain a Llama 2 from scratch with `cfg`; returns the model, tokenizer and loss curve.
+
+    `callback(metrics)` gets a dict (step, tokens, train_loss, val_loss, lr, elapsed, tokens_per_s)
+    every `log_every` steps and after each validation, e.g. to draw a live loss plot. With
+    `resume=True` the run continues from `cfg.checkpoint_file` exactly as if never stopped.
+    """
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    if cfg.out_dir:
+        from ..formats import save_model  # noqa: F401 - import now: a broken import fails before hours of training
+    ckpt_file = cfg.checkpoint_file
+    state = None
+    if resume:
+        if ckpt_file is None or not ckpt_file.is_file():
+            raise TrainError(f"cannot resume: no checkpoint at {ckpt_file} (set out_dir or "
+                             "checkpoint_path to the folder/file of the interrupted run).")
+        state = load_checkpoint(ckpt_file)
+        _check_resumable(TrainConfig.from_dict(state["config"]), cfg, state["step"])
+
+    if data is None:
+        tok = None
+        if state is not None:
+            from ..text.tokenizer import Tokenizer
+            tok = Tokenizer.from_bytes(state["tokenizer"])  # the run's own tokenizer, not a retrained one
+        data = prepare_data(cfg, tokenizer=tok)
+    tok = data.tokenizer
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = Transformer(cfg.model_args()).init_weights(std=cfg.init_std, seed=cfg.seed).to(device)
+    model.train()
+    opt = make_optimizer(model, cfg)
+    step, history, elapsed_before, tokens_seen = 0, [], 0.0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        history = state["history"]
+        elapsed_before = state["elapsed"]
+        tokens_seen = state["tokens_seen"]
+        _set_rng_state(state["rng"])
+
+    n_rows = len(data.train)
+    valid_rows = data.valid[: cfg.eval_batches * cfg.batch_size]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+
+    t0 = time.perf_counter()
+    tokens_at_t0 = tokens_seen
+    # The train loss logged every log_every steps is a mean over the window since the last log;
+    # a checkpoint between two logs carries the partial window, so a resumed curve is identical.
+    window_loss, window_n = (state or {}).get("loop", {}).get("window", (0.0, 0))
+    state = None
+    last_train_loss = history[-1]["train_loss"] if history else float("nan")
+    val_loss = next((r["val_loss"] for r in reversed(history) if r.get("val_loss") is not None), float("nan"))
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t0
+
+    def emit(row: dict) -> None:
+        history.append(row)
+        if callback is not None:
+            callback(dict(row))
+
+    while step < cfg.total_steps:
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        rows = data.train[step_indices(step, cfg, n_rows)]  # (B, T + 1)
+        loss = loss_on(model, rows, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        tokens_seen += len(rows) * cfg.seq_len
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainError(f"the loss became {loss_value} at step {step}: lower the peak lr "
+                             f"(now {cfg.lr}) or lengthen the warmup (now {cfg.warmup_steps} steps).")
+        window_loss += loss_value
+        window_n += 1
+        tok_per_s = (tokens_seen - tokens_at_t0) / max(time.perf_counter() - t0, 1e-9)
+
+        do_eval = (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps
+        if step % cfg.log_every == 0 or do_eval:
+            last_train_loss = window_loss / window_n
+            window_loss, window_n = 0.0, 0
+            row = {"step": step, "tokens": tokens_seen, "train_loss": last_train_loss, "val_loss": None,
+                   "lr": lr, "elapsed": round(elapsed(), 3), "tokens_per_s": round(tok_per_s, 1)}
+            if do_eval:
+                val_loss = evaluate(model, valid_rows, cfg.batch_size, device)
+                row["val_loss"] = val_loss
+            emit(row)
+            if do_eval and cfg.out_dir:
+                save_loss_curve(history, Path(cfg.out_dir), cfg)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{val_loss:.3f}", tok_s=f"{tok_per_s:,.0f}",
+                            refresh=False)
+        if ckpt_file is not None and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                                      or step == cfg.total_steps):
+            save_checkpoint(ckpt_file, model, opt, cfg, step, history, tokens_seen, elapsed(),
+                            n_rows, tok, window=(window_loss, window_n))
+    if bar is not None:
+        bar.close()
+
+    wall = elapsed()
+    result = TrainResult(model=model, tokenizer=tok, config=cfg, history=history, step=step,
+                         tokens_seen=tokens_seen, train_loss=last_train_loss, val_loss=val_loss,
+                         wall_time_s=wall, tokens_per_s=tokens_seen / max(wall, 1e-9),
+                         out_dir=Path(cfg.out_dir) if cfg.out_dir else None, data_source=data.source)
+    if cfg.out_dir:
+        save_result(result)
+    return result
+
+
+def _check_resumable(saved: TrainConfig, cfg: TrainConfig, step: int) -> None:
+    """A checkpoint continues only the run it came from: model, data and recipe must match.
+
+    A run may be made longer (max_steps, final_steps), and a final phase may be added or changed
+    while the checkpoint is still in the main phase (step <= max_steps).
+    """
+    free = {"max_steps", "final_steps", "eval_every", "eval_batches", "log_every", "checkpoint_every",
+            "device", "num_threads", "out_dir", "checkpoint_path", "preset"}
+    if step <= min(saved.max_steps, cfg.max_steps):
+        free.add("final_batch_size")
+    diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_dict().items()
+            if k not in free and getattr(cfg, k) != v}
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise TrainError(f"the checkpoint is from a different run ({detail}). Resume with the "
+                         "original settings, or start a new run without --resume.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints (atomic) and outputs
+# ----------------------------------------------------------------------------------------------
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig,
+                    step: int, history: list[dict], tokens_seen: int, elapsed: float, n_rows: int,
+                    tokenizer, window: tuple[float, int] = (0.0, 0)) -> None:
+    """Everything needed to continue the run, written to a temp file and renamed over `path`."""
+    state = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "config": cfg.to_dict(), "step": step,
+        "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": {"step": step, "lr_next": lr_at(step, cfg)},  # lr_at is pure: the step is the state
+        "rng": _rng_state(),
+        "data": data_position(step, cfg, n_rows),
+        "history": history, "tokens_seen": tokens_seen, "elapsed": elapsed,
+        "loop": {"window": window},  # train-loss sum and count since the last logged row
+        "tokenizer": tokenizer.model_proto,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a training checkpoint written by `save_checkpoint` (tensors land on the CPU)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with what to do
+        raise TrainError(f"{path} is not a readable training checkpoint ({type(err).__name__}: {err}). "
+                         "Delete it to start over.") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(f"{path} is not a llama2-lab training checkpoint (to load a trained model "
+                         "use llama2_lab.checkpoint.load_model).")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise TrainError(f"{path} has checkpoint version {state.get('version')}, this code reads "
+                         f"{CHECKPOINT_VERSION}.")
+    return state
+
+
+def save_loss_curve(history: list[dict], out_dir: Path, cfg: TrainConfig, summary: dict | None = None) -> None:
+    """loss_curve.json (rows of step, tokens, train/val loss, lr, elapsed) and loss_curve.png."""
+    doc = {"config": cfg.to_dict(), "summary": summary, "rows": history}
+    atomic_write_text(out_dir / "loss_curve.json", json.dumps(doc, indent=1) + "\n")
+    plot_loss_curve(history, out_dir / "loss_curve.png", title=cfg.preset or "training run")
+
+
+def plot_loss_curve(history: list[dict], path: str | Path, title: str = "") -> None:
+    """Train and validation loss against tokens seen, with the learning rate underneath."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 5), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 1]})
+    tokens = [r["tokens"] / 1e6 for r in history]
+    ax.plot(tokens, [r["train_loss"] for r in history], label="train", lw=1)
+    val = [(r["tokens"] / 1e6, r["val_loss"]) for r in history if r.get("val_loss") is not None]
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation", ms=3)
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax_lr.plot(tokens, [r["lr"] for r in history], color="gray")
+    ax_lr.set_ylabel("lr")
+    ax_lr.set_xlabel("tokens seen (millions)")
+    ax_lr.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def save_result(result: TrainResult) -> None:
+    """The model in the project format (params.json, model.safetensors, tokenizer.model) + curve."""
+    from ..formats import save_model
+
+    out = Path(result.config.out_dir)
+    save_model(result.model, out, result.tokenizer)
+    save_loss_curve(result.history, out, result.config, summary=result.summary())
+
+
+# ----------------------------------------------------------------------------------------------
+
