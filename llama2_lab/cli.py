@@ -21,6 +21,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from .utils.validate import check_int
 
 PROG = "llama2-lab"
 EXIT_USAGE = 2  # argparse's code for a usage error; used for every user mistake
@@ -82,8 +83,7 @@ def _load(args):
     from .inference import pick_device, resolve_dtype
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise CLIError(f"--threads must be >= 1, got {args.threads}.")
+        check_int("--threads", args.threads, 1, error=CLIError)
         import torch
 
         torch.set_num_threads(args.threads)

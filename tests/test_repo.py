@@ -3,11 +3,11 @@ layout table that names every module, and no notes from outside the repository i
 
 import json
 import re
-import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import llama2_lab
 

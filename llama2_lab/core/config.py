@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from ..utils.validate import check_int
 
 
 class ConfigError(ValueError):
@@ -46,15 +47,9 @@ class ModelArgs:
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_layers", "n_heads", "vocab_size", "multiple_of", "max_seq_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
-        if self.n_kv_heads is not None and (
-            isinstance(self.n_kv_heads, bool) or not isinstance(self.n_kv_heads, int) or self.n_kv_heads < 1
-        ):
-            raise ConfigError(
-                f"n_kv_heads must be a positive integer or None (= n_heads), got {self.n_kv_heads!r}."
-            )
+            setattr(self, name, check_int(name, getattr(self, name), 1, error=ConfigError))
+        self.n_kv_heads = check_int("n_kv_heads", self.n_kv_heads, 1, error=ConfigError, allow_none=True,
+                                    note=" (None = n_heads)")
         if self.dim % self.n_heads:
             raise ConfigError(
                 f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads}); "

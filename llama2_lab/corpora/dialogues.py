@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from . import stories as data
+from ..utils.validate import check_int
 
 # --------------------------------------------------------------------------------------------
 # The user's questions and their plain answers
@@ -304,8 +305,7 @@ def sample_questions(rng: random.Random, n: int, constraints=(), attribute_boost
 def make_dialogue(rng: random.Random, n_turns: int, split: Split = "train",
                   attribute_boost: float = 0.4, constraints=None) -> Dialogue:
     """A dialogue of `n_turns` questions under 1-3 sampled constraints (or the given ones)."""
-    if n_turns < 1:
-        raise ValueError(f"n_turns must be >= 1, got {n_turns}.")
+    check_int("n_turns", n_turns, 1)
     cs = tuple(constraints) if constraints is not None else sample_constraints(rng, split)
     return Dialogue(cs, rng.random() < 0.5, sample_questions(rng, n_turns, cs, attribute_boost))
 

@@ -8,6 +8,7 @@ import torch
 
 from .inputs import _as_ids, _device_of, _generator, _split_stop
 from .sampling import check_sampling, sample_next
+from ..utils.validate import check_int
 
 
 def generate_batch(model, prompts: Sequence, max_new_tokens: int, temperature: float = 0.6,
@@ -22,8 +23,7 @@ def generate_batch(model, prompts: Sequence, max_new_tokens: int, temperature: f
     sequence stops at its own EOS / stop id; ``stop`` takes token ids only here.
     """
     check_sampling(temperature, top_k, top_p)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}.")
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
     if isinstance(prompts, (str, torch.Tensor)) or not isinstance(prompts, Sequence) or not prompts:
         raise ValueError("prompts must be a non-empty list of token-id lists.")
     prompts = [_as_ids(p, f"prompt {i}") for i, p in enumerate(prompts)]

@@ -16,9 +16,6 @@ import torch
 from ..core.attention import KVCache
 from ..core.transformer import Transformer
 
-_STEP_CACHE: dict[tuple, CompiledDecoder] = {}
-
-
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
@@ -60,10 +57,15 @@ class CompiledDecoder:
 
 
 def compiled_decoder(model: Transformer, batch_size: int, max_len: int) -> CompiledDecoder:
-    """A cached CompiledDecoder for this model and shape (compiling costs seconds to minutes once)."""
-    key = (id(model), batch_size, min(round_up(max_len, 64), model.args.max_seq_len),
+    """A CompiledDecoder for this model and shape, made once and kept on the model itself.
+
+    Compiling costs seconds to minutes, so the decoder is reused; it lives in the model's own
+    ``_compiled_decoders`` dict, so it goes away with the model (a module-level cache keyed by
+    ``id(model)`` would keep every compiled model alive for the whole session).
+    """
+    key = (batch_size, min(round_up(max_len, 64), model.args.max_seq_len),
            model.output.weight.device, model.output.weight.dtype)
-    dec = _STEP_CACHE.get(key)
-    if dec is None or dec.model is not model:
-        dec = _STEP_CACHE[key] = CompiledDecoder(model, batch_size, max_len)
-    return dec
+    decoders = model.__dict__.setdefault("_compiled_decoders", {})
+    if key not in decoders:
+        decoders[key] = CompiledDecoder(model, batch_size, max_len)
+    return decoders[key]

@@ -20,6 +20,7 @@ import torch
 
 from .inputs import _as_ids, _Chunk, _device_of, _generator, _Holdback, _split_stop
 from .sampling import check_sampling, sample_next
+from ..utils.validate import check_int
 
 
 # The decode loop
@@ -39,8 +40,7 @@ class _Decoding:
         if compile and record_attention:
             raise ValueError("record_attention needs the eager path (the compiled step cannot hand back "
                              "attention probabilities); use compile=False to inspect attention.")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}.")
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
         self.prompt = _as_ids(prompt_ids)
         self.stop_ids, self.stop_strings = _split_stop(stop, eos_id)
         if self.stop_strings and tokenizer is None:

@@ -10,6 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from ..utils.validate import check_int
 
 
 def check_sampling(temperature: float, top_k: int | None = None, top_p: float | None = None) -> None:
@@ -20,8 +21,7 @@ def check_sampling(temperature: float, top_k: int | None = None, top_p: float | 
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
                               or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1] (1 or None = no nucleus filter), got {top_p!r}.")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1 (None = no top-k filter), got {top_k!r}.")
+    check_int("top_k", top_k, 1, allow_none=True, note=" (None = no top-k filter)")
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:

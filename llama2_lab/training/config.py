@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..core.config import ModelArgs
+from ..utils.validate import check_int
 
 CHECKPOINT_FORMAT = "llama2-lab-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -63,16 +64,11 @@ class TrainConfig:
         positive = ("vocab_size", "seq_len", "batch_size", "max_steps", "eval_batches",
                     "log_every", "n_train_stories", "n_valid_stories", "tokenizer_docs")
         for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TrainError(f"{name} must be a positive integer, got {value!r}.")
+            setattr(self, name, check_int(name, getattr(self, name), 1, error=TrainError))
         for name in ("warmup_steps", "eval_every", "checkpoint_every", "final_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise TrainError(f"{name} must be an integer >= 0, got {value!r}.")
-        fb = self.final_batch_size
-        if fb is not None and (isinstance(fb, bool) or not isinstance(fb, int) or fb < 1):
-            raise TrainError(f"final_batch_size must be a positive integer or None, got {fb!r}.")
+            setattr(self, name, check_int(name, getattr(self, name), 0, error=TrainError))
+        self.final_batch_size = check_int("final_batch_size", self.final_batch_size, 1, error=TrainError,
+                                          allow_none=True)
         if not self.lr > 0:
             raise TrainError(f"lr must be > 0, got {self.lr!r}.")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -81,8 +77,7 @@ class TrainConfig:
             raise TrainError(f"AdamW betas must be in [0, 1), got ({self.beta1}, {self.beta2}).")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise TrainError("weight_decay and grad_clip must be >= 0 (0 switches them off).")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise TrainError(f"num_threads must be >= 1 or None, got {self.num_threads!r}.")
+        self.num_threads = check_int("num_threads", self.num_threads, 1, error=TrainError, allow_none=True)
         bad = set(self.model) & {"vocab_size", "max_seq_len"}
         if bad:
             raise TrainError(f"set {sorted(bad)} with TrainConfig.vocab_size / seq_len, not inside `model`.")
