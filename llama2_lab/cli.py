@@ -21,7 +21,8 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
-from .utils.validate import check_int
+
+from .utils.validate import at_least
 
 PROG = "llama2-lab"
 EXIT_USAGE = 2  # argparse's code for a usage error; used for every user mistake
@@ -30,6 +31,14 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 class CLIError(Exception):
     """A user mistake, printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``llama2-lab: error: ...`` and exit 2 (the subcommands too,
+    since argparse builds them with the parent's class)."""
+
+    def error(self, message: str):
+        raise CLIError(f"{message} (see `{self.prog} --help`)")
 
 
 # --- shared options -------------------------------------------------------------------------------
@@ -44,7 +53,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="cpu, cuda, cuda:N or mps (default: cuda, else mps, else cpu)")
     p.add_argument("--dtype", default=None,
                    help="fp32, bf16 or fp16 (default: bf16 on a GPU that supports it, else fp32)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=int, action=at_least(1), default=None, metavar="N",
                    help="CPU threads for PyTorch (default: PyTorch's choice; 1 is often fastest for tiny models)")
     p.add_argument("--tokenizer", default=None, metavar="PATH",
                    help="the SentencePiece tokenizer.model, when it does not sit beside the checkpoint "
@@ -53,14 +62,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
     """--max-new-tokens, --temperature, --top-p, --top-k, --seed, --greedy."""
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
+    p.add_argument("--max-new-tokens", type=int, action=at_least(0), default=max_new_tokens, metavar="N",
                    help=f"most tokens to generate (default {max_new_tokens}; the context may stop it sooner)")
     p.add_argument("--temperature", type=float, default=0.6,
                    help="softmax temperature; 0 = greedy (default 0.6, Meta's llama default)")
     p.add_argument("--top-p", type=float, default=0.9,
                    help="nucleus sampling: keep the most likely tokens up to this mass (default 0.9, Meta's); 1 = off")
     p.add_argument("--top-k", type=int, default=None, help="keep only the k most likely tokens (default: off)")
-    p.add_argument("--seed", type=int, default=None, help="random seed, for reproducible sampling")
+    p.add_argument("--seed", type=int, action=at_least(0), default=None, help="random seed, for reproducible sampling")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (= --temperature 0)")
 
 
@@ -69,21 +78,22 @@ def _sampling(args) -> dict:
     from .inference import check_sampling
 
     temperature = 0.0 if args.greedy else args.temperature
-    check_sampling(temperature, args.top_k, args.top_p)
-    if args.max_new_tokens < 0:
-        raise CLIError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}.")
+    check_sampling(temperature, args.top_k, args.top_p, args.seed)
     return dict(temperature=temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
 
 
-def _load(args):
-    """(model, tokenizer) from the checkpoint/--device/--dtype/--tokenizer arguments."""
+def _load(args, check: Callable | None = None):
+    """(model, tokenizer) from the checkpoint/--device/--dtype/--tokenizer arguments.
+
+    ``check(tokenizer, model_args)``, if given, runs before the weights are read (the config comes
+    from the checkpoint's headers), so a request that cannot work is refused before the slow part.
+    """
     from pathlib import Path
 
     from . import formats
     from .inference import pick_device, resolve_dtype
 
     if args.threads is not None:
-        check_int("--threads", args.threads, 1, error=CLIError)
         import torch
 
         torch.set_num_threads(args.threads)
@@ -107,6 +117,8 @@ def _load(args):
             tokenizer = formats.load_tokenizer(tok_path, required=True)
     else:
         tokenizer = formats.load_tokenizer(path, required=True)
+    if check is not None:
+        check(tokenizer, formats.info(path)["args"])
     t0 = time.perf_counter()
     model = formats.load_model(path, device=device, dtype=dtype)
     vocab = model.args.vocab_size
@@ -125,8 +137,10 @@ def _note(message: str) -> None:
 # --- generate -----------------------------------------------------------------------------------
 def run_generate(args) -> int:
     from .inference import stream
+    from .text.tokenizer import check_text
 
     sampling = _sampling(args)
+    check_text(args.prompt, "--prompt")
     model, tokenizer = _load(args)
     prompt = tokenizer.encode(args.prompt, bos=True)
     # The prompt is printed as the user wrote it; the stream continues its text (leading space kept).
@@ -168,15 +182,37 @@ def add_generate(subparsers) -> None:
 # --- chat ----------------------------------------------------------------------------------------
 def run_chat(args) -> int:
     from .inference import fit_dialog, stream
-    from .text.chat import DialogError, encode_dialog
+    from .text.chat import DialogError, encode_dialog, validate_dialog
 
     sampling = _sampling(args)
-    model, tokenizer = _load(args)
+    if sys.stdin is None or sys.stdin.closed:
+        raise CLIError("stdin is closed, and chat reads one message per line from it: run it in a terminal "
+                       "or pipe the messages in (e.g. `echo hi | llama2-lab chat`).")
+    dialog = [{"role": "system", "content": args.system}] if args.system else []
+    if dialog:  # tags or broken text in --system: refused now, not once per message
+        try:
+            validate_dialog(dialog + [{"role": "user", "content": ""}])
+        except DialogError as err:
+            raise CLIError(f"--system: {err}") from None
+    def prompt_budget(max_seq_len: int) -> int:
+        # Keep room for the answer: the prompt may take the context less the reply budget (at most half).
+        return max_seq_len - min(max(args.max_new_tokens, 1), max_seq_len // 2)
+
+    def check_system(tokenizer, model_args) -> None:
+        n = len(encode_dialog(tokenizer, dialog + [{"role": "user", "content": ""}]))
+        budget = prompt_budget(model_args.max_seq_len)
+        if n >= budget:
+            raise CLIError(f"--system takes {n} tokens with the chat template, but the prompt may use only "
+                           f"{budget} (max_seq_len {model_args.max_seq_len} less room for the reply), leaving "
+                           "none for your messages: shorten it, or lower --max-new-tokens.")
+
+    model, tokenizer = _load(args, check_system if dialog else None)
     interactive = sys.stdin.isatty()
     max_seq_len = model.args.max_seq_len
-    # Keep room for the answer: the prompt may take the context less the reply budget (at most half).
-    max_prompt = max_seq_len - min(max(args.max_new_tokens, 1), max_seq_len // 2)
-    dialog = [{"role": "system", "content": args.system}] if args.system else []
+    max_prompt = prompt_budget(max_seq_len)
+    # Lines that are not UTF-8 arrive as lone surrogates and are refused one by one (check_text).
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")
     if interactive:
         print("Chat with the model; Ctrl-D to quit.", file=sys.stderr)
     while True:
@@ -290,7 +326,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 # --- entry point ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Llama 2, built piece by piece: run, chat, inspect.")
+    parser = _Parser(prog=PROG, description="Llama 2, built piece by piece: run, chat, inspect.")
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -311,8 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, --version, or a usage error already printed by argparse
+    except SystemExit as exit_:  # --help, --version
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    except CLIError as err:  # a usage error: unknown option, bad value, a size below its minimum
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     if not hasattr(args, "run"):  # no command given
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -263,7 +263,8 @@ def test_checkpoint_is_atomic_when_a_save_crashes(tmp_path, tiny_data, monkeypat
     opt = tr.make_optimizer(result.model, cfg)
 
     def dying_save(obj, f, *a, **k):
-        Path(f).write_bytes(b"half a checkpoint")  # the process dies mid-write
+        # the process dies mid-write (save_checkpoint hands torch.save an open file, so a full disk is an OSError)
+        f.write(b"half a checkpoint") if hasattr(f, "write") else Path(f).write_bytes(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", dying_save)

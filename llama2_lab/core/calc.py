@@ -48,6 +48,16 @@ def weight_bytes(args: ModelArgs, dtype="bfloat16") -> int:
     return int(count_params(args)["total"] * dtype_bytes(dtype))
 
 
+def buffer_bytes(args: ModelArgs) -> int:
+    """Bytes of the buffers a ``Transformer`` allocates besides its weights, whatever its dtype.
+
+    One: the RoPE table, (max_seq_len, head_dim/2, 2) cos/sin in float32 (transformer.py keeps it
+    float32 under bf16 too). It grows with max_seq_len, not with the weights: a 4M-token context
+    at head_dim 128 is 2 GiB before any weight is read.
+    """
+    return args.max_seq_len * (args.head_dim // 2) * 2 * 4
+
+
 def kv_cache_bytes_per_token(args: ModelArgs, dtype="bfloat16") -> int:
     """Keys and values for one position across all layers: 2 · n_layers · n_kv_heads · head_dim · bytes."""
     return int(2 * args.n_layers * args.kv_heads * args.head_dim * dtype_bytes(dtype))

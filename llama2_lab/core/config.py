@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from ..utils.validate import check_int
+
+from ..utils.validate import check_float, check_int
 
 
 class ConfigError(ValueError):
@@ -66,12 +67,12 @@ class ModelArgs:
                 "key/value head is shared by a whole group of query heads. "
                 f"Valid n_kv_heads here: {[d for d in range(1, self.n_heads + 1) if self.n_heads % d == 0]}."
             )
-        if self.ffn_dim_multiplier is not None and not self.ffn_dim_multiplier > 0:
-            raise ConfigError(f"ffn_dim_multiplier must be > 0 or None, got {self.ffn_dim_multiplier!r}.")
-        if not self.norm_eps > 0:
-            raise ConfigError(f"norm_eps must be > 0 (it keeps RMSNorm finite), got {self.norm_eps!r}.")
-        if not self.rope_theta > 0:
-            raise ConfigError(f"rope_theta must be > 0, got {self.rope_theta!r}.")
+        # Real-valued fields: a number (int or float), never a string such as "1e-5" or null.
+        self.ffn_dim_multiplier = check_float("ffn_dim_multiplier", self.ffn_dim_multiplier, above=0.0,
+                                              error=ConfigError, allow_none=True)
+        self.norm_eps = float(check_float("norm_eps", self.norm_eps, above=0.0, error=ConfigError,  # type: ignore[arg-type]
+                                          note=" (it keeps RMSNorm finite)"))
+        self.rope_theta = float(check_float("rope_theta", self.rope_theta, above=0.0, error=ConfigError))  # type: ignore[arg-type]
 
     # --- derived sizes --------------------------------------------------------------------
     @property

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -81,7 +83,7 @@ class _Source:
 # --- reading headers ------------------------------------------------------------------------------
 def _safetensors_header(path: Path) -> dict[str, dict]:
     """Parse and validate a safetensors header: {name: {dtype, shape, data_offsets}}, no weights read."""
-    size = path.stat().st_size
+    size = check_regular_file(path).stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
@@ -112,6 +114,7 @@ def _safetensors_header(path: Path) -> dict[str, dict]:
 
 def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     """A flat {name: tensor} from a .pth/.bin, read with weights_only=True and mmap: no code runs, no copy."""
+    check_regular_file(path)
     try:
         try:
             obj = torch.load(path, weights_only=True, mmap=True, map_location="cpu")
@@ -144,7 +147,7 @@ def _lazy(t: torch.Tensor, file: str = "") -> LazyTensor:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(check_regular_file(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON ({e}).") from None
     if not isinstance(data, dict):
@@ -162,9 +165,64 @@ def _check_sizes(path: Path, **sizes) -> None:
     for name, value in sizes.items():
         if value is None or (name == "vocab_size" and value == -1):
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _SIZE_LIMITS[name]:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CheckpointError(f"{path}: {name} must be an integer, got {_given(value)}.")
+        if not 0 < value <= _SIZE_LIMITS[name]:
             raise CheckpointError(f"{path}: {name} = {value!r} is not a plausible size (1..{_SIZE_LIMITS[name]}); "
                                   "the file is corrupt or not a Llama checkpoint.")
+
+
+def _given(value) -> str:
+    """A JSON value as the user wrote it, with its JSON type: "'1e-5' (a string)", "null"."""
+    kind = {str: "a string", bool: "a boolean", list: "a list", dict: "an object", type(None): "null"}
+    name = kind.get(type(value))
+    return json.dumps(value) if value is None else f"{value!r} ({name})" if name else repr(value)
+
+
+def check_field(path: Path, data: dict, key: str, kind: str, default=None, *, where: str = ""):
+    """``data[key]`` (or ``default`` when absent) if it has the JSON type ``kind``, else a CheckpointError.
+
+    kinds: "int", "number" (int or float), "str", "bool", "object" (dict), "list"; a trailing "?"
+    also accepts null. The error names the file, the field and the expected type, e.g.
+    ``config.json: rope_scaling must be an object or null, got 'linear' (a string)``.
+    """
+    if key not in data:
+        return default
+    value = data[key]
+    nullable = kind.endswith("?")
+    base = kind.rstrip("?")
+    if value is None and nullable:
+        return None
+    checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+              "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
+              "object": lambda v: isinstance(v, dict), "list": lambda v: isinstance(v, list)}
+    if not checks[base](value):
+        names = {"int": "an integer", "number": "a number", "str": "a string", "bool": "true or false",
+                 "object": "an object", "list": "a list"}
+        raise CheckpointError(f"{path}: {where}{key} must be {names[base]}{' or null' if nullable else ''}, "
+                              f"got {_given(value)}.")
+    return value
+
+
+def check_regular_file(path: Path, what: str = "") -> Path:
+    """``path`` if it is a regular file (or a link to one); a named pipe, device or folder is refused.
+
+    Opening a FIFO blocks until someone writes to it, so every reader checks before it opens.
+    """
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{path}: no such file{f' ({what})' if what else ''}.") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise CheckpointError(f"{path} is {kind}, not a regular file{f' ({what})' if what else ''}; "
+                              "a checkpoint's files must be plain files. Replace it with the real file.")
+    return path
 
 
 def _args_from_params(path: Path, tensors: dict[str, LazyTensor]) -> ModelArgs:
@@ -199,7 +257,14 @@ def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        try:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        except Exception as e:  # safetensors' own SafetensorError: a full disk becomes an OSError with its errno
+            m = re.search(r"os error (\d+)", str(e))
+            if m is None:
+                raise
+            code = int(m.group(1))
+            raise OSError(code, os.strerror(code), str(path)) from e
 
 
 def _tokenizer_bytes(tokenizer) -> bytes:

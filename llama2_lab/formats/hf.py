@@ -31,6 +31,7 @@ from .common import (
     _Source,
     _tokenizer_bytes,
     _torch_load,
+    check_field,
 )
 
 
@@ -123,36 +124,56 @@ def ffn_args_for_hidden(dim: int, hidden: int) -> tuple[int, float | None]:
 
 
 def _args_from_hf_config(cfg: dict, path: Path) -> ModelArgs:
-    """ModelArgs from a Llama ``config.json``; anything that is not plain Llama 2 is refused by name."""
-    arch = cfg.get("architectures") or ["LlamaForCausalLM"]
-    if cfg.get("model_type", "llama") != "llama" or "LlamaForCausalLM" not in arch:
-        raise CheckpointError(f"{path}: model_type {cfg.get('model_type')!r}, architectures {arch}: only Llama "
+    """ModelArgs from a Llama ``config.json``; anything that is not plain Llama 2 is refused by name.
+
+    Every field read is type-checked first (``check_field``): a wrong JSON type is named with the
+    field and the type expected, never a TypeError or a silent float("1e-5").
+    """
+    def get(key, kind, default=None):
+        return check_field(path, cfg, key, kind, default)
+
+    arch = get("architectures", "list?") or ["LlamaForCausalLM"]
+    model_type = get("model_type", "str", "llama")
+    if model_type != "llama" or "LlamaForCausalLM" not in arch:
+        raise CheckpointError(f"{path}: model_type {model_type!r}, architectures {arch}: only Llama "
                               "(model_type 'llama', LlamaForCausalLM) checkpoints can be loaded here.")
-    rope = cfg.get("rope_parameters") or {}  # transformers >= 5 writes rope_parameters instead of rope_theta
-    scaling = cfg.get("rope_scaling") or {}
+    rope = get("rope_parameters", "object?") or {}  # transformers >= 5 writes rope_parameters instead of rope_theta
+    scaling = get("rope_scaling", "object?") or {}
+    for key in ("rope_type", "type"):
+        check_field(path, scaling, key, "str", where="rope_scaling.")
+    check_field(path, rope, "rope_type", "str", where="rope_parameters.")
     rope_type = scaling.get("rope_type", scaling.get("type", "default")) if scaling else rope.get("rope_type", "default")
     if rope_type != "default":
         raise CheckpointError(f"{path}: rope scaling {scaling or rope} is not supported (Llama 2 uses plain RoPE, "
                               "Meta's params.json); this looks like a long-context or Llama 3.x variant.")
-    for key, want in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
-        if key in cfg and cfg[key] != want:
+    for key, kind, want in (("hidden_act", "str", "silu"), ("attention_bias", "bool", False), ("mlp_bias", "bool", False)):
+        if get(key, kind, want) != want:
             raise CheckpointError(f"{path}: {key} = {cfg[key]!r}, but Llama 2 has {want!r}; not supported.")
     try:
-        _check_sizes(path, dim=cfg["hidden_size"], n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
-                     n_kv_heads=cfg.get("num_key_value_heads"), vocab_size=cfg["vocab_size"],
-                     hidden_dim=cfg["intermediate_size"], max_seq_len=cfg.get("max_position_embeddings"))
-        dim, n_heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-        if cfg.get("head_dim") not in (None, dim // n_heads):
-            raise CheckpointError(f"{path}: head_dim {cfg['head_dim']} != hidden_size/num_attention_heads; "
+        sizes = {name: get(key, "int?" if name in ("n_kv_heads", "max_seq_len") else "int")
+                 for name, key in (("dim", "hidden_size"), ("n_layers", "num_hidden_layers"),
+                                   ("n_heads", "num_attention_heads"), ("n_kv_heads", "num_key_value_heads"),
+                                   ("vocab_size", "vocab_size"), ("hidden_dim", "intermediate_size"),
+                                   ("max_seq_len", "max_position_embeddings"))}
+        for name, key in (("dim", "hidden_size"), ("n_layers", "num_hidden_layers"), ("n_heads", "num_attention_heads"),
+                          ("vocab_size", "vocab_size"), ("hidden_dim", "intermediate_size")):
+            if sizes[name] is None:
+                raise KeyError(key)
+        _check_sizes(path, **sizes)
+        dim, n_heads = sizes["dim"], sizes["n_heads"]
+        head_dim = get("head_dim", "int?")
+        if head_dim not in (None, dim // n_heads):
+            raise CheckpointError(f"{path}: head_dim {head_dim} != hidden_size/num_attention_heads; "
                                   "decoupled head sizes are not Llama 2.")
-        n_kv = int(cfg.get("num_key_value_heads") or n_heads)
-        multiple_of, mult = ffn_args_for_hidden(dim, int(cfg["intermediate_size"]))
-        return ModelArgs(dim=dim, n_layers=int(cfg["num_hidden_layers"]), n_heads=n_heads,
-                         n_kv_heads=None if n_kv == n_heads else n_kv, vocab_size=int(cfg["vocab_size"]),
+        n_kv = sizes["n_kv_heads"] or n_heads
+        multiple_of, mult = ffn_args_for_hidden(dim, sizes["hidden_dim"])
+        theta = check_field(path, rope, "rope_theta", "number", where="rope_parameters.") \
+            if "rope_theta" in rope else get("rope_theta", "number", 10000.0)
+        return ModelArgs(dim=dim, n_layers=sizes["n_layers"], n_heads=n_heads,
+                         n_kv_heads=None if n_kv == n_heads else n_kv, vocab_size=sizes["vocab_size"],
                          multiple_of=multiple_of, ffn_dim_multiplier=mult,
-                         norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-                         rope_theta=float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))),
-                         max_seq_len=int(cfg.get("max_position_embeddings", 4096)))
+                         norm_eps=float(get("rms_norm_eps", "number", 1e-6)), rope_theta=float(theta),
+                         max_seq_len=sizes["max_seq_len"] or 4096)
     except KeyError as e:
         raise CheckpointError(f"{path}: config.json lacks {e.args[0]!r}, needed to build the model.") from None
     except ConfigError as e:
@@ -165,17 +186,23 @@ def _open_hf(folder: Path) -> _Source:
     src = _Source("hf", folder, args, {}, [folder / "config.json"])
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index_name).is_file():
-            wmap = _read_json(folder / index_name).get("weight_map")
-            if not isinstance(wmap, dict):
+            index = _read_json(folder / index_name)
+            wmap = check_field(folder / index_name, index, "weight_map", "object")
+            if wmap is None:
                 raise CheckpointError(f"{folder / index_name} has no 'weight_map' object.")
+            for name in wmap:  # each value names a shard file in this folder
+                check_field(folder / index_name, wmap, name, "str", where="weight_map.")
+                if Path(wmap[name]).name != wmap[name] or wmap[name] in (".", ".."):
+                    raise CheckpointError(f"{folder / index_name}: weight_map.{name} = {wmap[name]!r} must be a file "
+                                          "name in the same folder, not a path.")
             files = sorted(set(wmap.values()))
-            missing = [f for f in files if not (folder / f).is_file()]
+            missing = [f for f in files if not (folder / f).exists()]
             if missing:
                 raise CheckpointError(f"{folder}: {index_name} lists shard files that are absent: {missing}.")
             src.files += [folder / index_name] + [folder / f for f in files]
             break
     else:
-        single = "model.safetensors" if (folder / "model.safetensors").is_file() else "pytorch_model.bin"
+        single = "model.safetensors" if (folder / "model.safetensors").exists() else "pytorch_model.bin"
         files, wmap = [single], None
         src.files.append(folder / single)
     raw: dict[str, LazyTensor] = {}

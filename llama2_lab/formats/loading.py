@@ -27,14 +27,22 @@ from pathlib import Path
 
 import torch
 
-from ..core.calc import count_params, human_bytes
+from ..core.calc import buffer_bytes, count_params, human_bytes
 from ..core.config import ModelArgs
 from ..core.transformer import Transformer
 from ..utils.paths import MODELS_DIR
-from .common import FORMATS, CheckpointError, CheckpointNotFoundError, _as_dtype, _safetensors_header, _Source
+from .common import (
+    FORMATS,
+    CheckpointError,
+    CheckpointNotFoundError,
+    _as_dtype,
+    _safetensors_header,
+    _Source,
+    check_regular_file,
+)
 from .hf import _open_hf
 from .llama2c import _open_llama2c
-from .meta import _open_meta
+from .meta import _open_meta, meta_shards
 from .project import _open_project
 
 
@@ -56,8 +64,11 @@ def _resolve(path: Path) -> tuple[str, Path]:
         if path.suffix == ".bin":
             return "llama2c", path
         raise CheckpointError(f"cannot tell the checkpoint format of the file {path}.\n{_formats_help()}")
-    has = lambda name: (path / name).is_file()  # noqa: E731
-    shards = sorted(path.glob("consolidated.*.pth"))
+    if not path.is_dir():
+        check_regular_file(path)  # a FIFO or device given as the checkpoint: refused, never opened
+    # Present and not a folder: a FIFO under a checkpoint's file name is refused by its reader, not skipped.
+    has = lambda name: (path / name).exists() and not (path / name).is_dir()  # noqa: E731
+    shards = meta_shards(path)[0]
     hf_weights = (has("model.safetensors") or has("model.safetensors.index.json") or has("pytorch_model.bin")
                   or has("pytorch_model.bin.index.json"))
     if has("params.json") and has("model.safetensors"):
@@ -104,15 +115,25 @@ def available_memory(device) -> int | None:
     return None
 
 
+def memory_needed(args: ModelArgs, dtype: torch.dtype) -> dict[str, int]:
+    """Bytes a loaded model holds: {"weights", "buffers" (the float32 RoPE table), "total"}."""
+    weights = count_params(args)["total"] * dtype.itemsize
+    buffers = buffer_bytes(args)
+    return {"weights": weights, "buffers": buffers, "total": weights + buffers}
+
+
 def _check_fits(args: ModelArgs, dtype: torch.dtype, device: torch.device, path: Path) -> None:
-    needed = count_params(args)["total"] * dtype.itemsize
+    need = memory_needed(args, dtype)
     free = available_memory(device)
-    if free is not None and needed > free:
+    if free is not None and need["total"] > free:
         tip = "load with dtype=torch.bfloat16 (half the bytes of float32), " if dtype.itemsize > 2 else ""
+        if need["buffers"] > need["weights"]:
+            tip = f"a smaller max_seq_len in the config (the RoPE table takes max_seq_len x head_dim x 4 bytes), {tip}"
         raise CheckpointError(
-            f"{path} needs about {human_bytes(needed)} for its weights in {str(dtype).replace('torch.', '')} on "
-            f"{device}, but only {human_bytes(free)} is available. Try: {tip}another device, or a smaller model "
-            "(check_memory=False tries anyway).")
+            f"{path} needs about {human_bytes(need['total'])} on {device}: {human_bytes(need['weights'])} for its "
+            f"weights in {str(dtype).replace('torch.', '')} and {human_bytes(need['buffers'])} for the RoPE table "
+            f"(max_seq_len {args.max_seq_len}), but only {human_bytes(free)} is available. Try: {tip}another "
+            "device, or a smaller model (check_memory=False tries anyway).")
 
 
 def _expected_shapes(args: ModelArgs) -> dict[str, tuple]:

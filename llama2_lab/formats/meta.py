@@ -8,6 +8,7 @@ ParallelEmbedding), so merging shards concatenates along dim 0 or dim 1 accordin
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -16,16 +17,31 @@ from ..core.transformer import Transformer
 from ..utils.io import atomic_path, atomic_write_text
 from .common import _CAT_DIM1, CheckpointError, LazyTensor, _args_from_params, _cpu_state, _lazy, _Source, _torch_load
 
-
 # --- Meta consolidated.NN.pth ---------------------------------------------------------------------
+_SHARD = re.compile(r"consolidated\.(\d+)\.pth")
+
+
+def meta_shards(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(shard files in rank order, look-alikes that are not shards) of a Meta folder.
+
+    A shard is exactly ``consolidated.NN.pth``; ``consolidated.backup.pth`` or ``consolidated.00.old.pth``
+    beside them (copies users keep) are not shards and are set aside, never parsed as a rank.
+    """
+    shards: list[Path] = []
+    others: list[Path] = []
+    for p in folder.glob("consolidated.*.pth"):
+        (shards if _SHARD.fullmatch(p.name) else others).append(p)
+    return sorted(shards, key=lambda p: int(p.name.split(".")[1])), sorted(others)
+
+
 def _open_meta(folder: Path) -> _Source:
-    shards = sorted(folder.glob("consolidated.*.pth"))
+    shards, ignored = meta_shards(folder)
     numbers = [int(p.name.split(".")[1]) for p in shards]
     if numbers != list(range(len(shards))):
         raise CheckpointError(f"{folder}: shard files {[p.name for p in shards]} are not consolidated.00.pth .. "
                               f"consolidated.{len(shards) - 1:02d}.pth; a shard is missing.")
     states = [_torch_load(p) for p in shards]
-    notes = []
+    notes = [f"ignored {p.name} (not a shard name: consolidated.NN.pth)" for p in ignored]
     for s in states:
         if s.pop("rope.freqs", None) is not None:  # some Meta files carry the RoPE table; it is recomputed
             notes.append("dropped rope.freqs")
@@ -45,6 +61,10 @@ def _merge_meta(name: str, parts: list[torch.Tensor], shards: list[Path]) -> Laz
     first = parts[0]
     if len(parts) == 1:
         return _lazy(first, shards[0].name)
+    if len({p.dtype for p in parts}) > 1:
+        found = ", ".join(f"{str(p.dtype).removeprefix('torch.')} in {path.name}" for p, path in zip(parts, shards))
+        raise CheckpointError(f"{name}: dtype mismatch across shards ({found}); every shard of a checkpoint has one "
+                              "dtype. Re-save the odd shard in the others' dtype (or re-export all of them).")
     if first.dim() == 1:
         if any(p.shape != first.shape for p in parts):
             raise CheckpointError(f"{name}: 1-D tensor has shapes {[tuple(p.shape) for p in parts]} across shards; "
@@ -59,7 +79,7 @@ def _merge_meta(name: str, parts: list[torch.Tensor], shards: list[Path]) -> Laz
         return LazyTensor(tuple(first.shape), first.dtype, read_replicated, shards[0].name)
     d = 1 if name.endswith(_CAT_DIM1) else 0
     other = [tuple(s for i, s in enumerate(p.shape) if i != d) for p in parts]
-    if len(set(other)) != 1 or len({p.dtype for p in parts}) != 1:
+    if len(set(other)) != 1:
         raise CheckpointError(f"{name}: shards have incompatible shapes {[tuple(p.shape) for p in parts]} "
                               f"for concatenation along dim {d}.")
     shape = list(first.shape)

@@ -12,6 +12,8 @@ from ..utils.device import DTYPES, pick_device, resolve_dtype
 from .batch import generate_batch
 from .generation import Generation, TextStream, chat, fit_dialog, generate, generate_iter, generate_text, stream
 from .sampling import (
+                       LogitsError,
+                       check_logits,
                        check_sampling,
                        filtered_distributions,
                        logits_to_probs,
@@ -22,6 +24,6 @@ from .sampling import (
 )
 
 __all__ = ["DTYPES", "pick_device", "resolve_dtype", "generate_batch", "Generation", "TextStream", "chat",
-           "fit_dialog", "generate", "generate_iter", "generate_text", "stream", "check_sampling",
+           "fit_dialog", "generate", "generate_iter", "generate_text", "stream", "LogitsError", "check_logits", "check_sampling",
            "filtered_distributions", "logits_to_probs", "sample_next", "sample_top_p", "top_k_filter",
            "top_p_filter"]

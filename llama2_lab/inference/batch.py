@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ..utils.validate import check_int
 from .inputs import _as_ids, _device_of, _generator, _split_stop
 from .sampling import check_sampling, sample_next
-from ..utils.validate import check_int
 
 
 def generate_batch(model, prompts: Sequence, max_new_tokens: int, temperature: float = 0.6,
@@ -22,7 +22,7 @@ def generate_batch(model, prompts: Sequence, max_new_tokens: int, temperature: f
     all, and no padding is ever attended to (causality hides the positions not yet filled). Each
     sequence stops at its own EOS / stop id; ``stop`` takes token ids only here.
     """
-    check_sampling(temperature, top_k, top_p)
+    check_sampling(temperature, top_k, top_p, seed)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
     if isinstance(prompts, (str, torch.Tensor)) or not isinstance(prompts, Sequence) or not prompts:
         raise ValueError("prompts must be a non-empty list of token-id lists.")

@@ -20,6 +20,7 @@ import torch
 
 from ..core.config import ModelArgs
 from ..core.transformer import Transformer
+from ..utils.validate import at_least
 
 
 def _sync(device: torch.device) -> None:
@@ -326,13 +327,13 @@ def plot_breakdown(result: dict):
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--shape", help="a preset shape with random weights (default: shipped model on CPU, llama2-7b on CUDA)")
-    p.add_argument("--prompt-len", type=int, default=64)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--prompt-len", type=int, action=at_least(1), default=64)
+    p.add_argument("--new-tokens", type=int, action=at_least(1), default=128)
+    p.add_argument("--batch", type=int, action=at_least(1), nargs="+", default=[1, 8])
     p.add_argument("--no-compile", action="store_true", help="skip the compiled fast path")
     p.add_argument("--no-hf", action="store_true", help="skip Hugging Face transformers")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
+    p.add_argument("--repeats", type=int, action=at_least(1), default=3)
+    p.add_argument("--threads", type=int, action=at_least(1), help="CPU threads for torch (default: torch's own choice)")
     p.add_argument("--out", help="write the results as JSON here (rewritten after every row)")
 
 

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from ..utils.validate import check_int
 from .inputs import _as_ids, _Chunk, _device_of, _generator, _Holdback, _split_stop
 from .sampling import check_sampling, sample_next
-from ..utils.validate import check_int
 
 
 # The decode loop
@@ -36,7 +36,7 @@ class _Decoding:
                  top_p: float | None = 0.9, top_k: int | None = None, seed: int | None = None,
                  stop=None, tokenizer=None, logprobs: bool = False, record_attention: bool = False,
                  eos_id: int | None = 2, cache_len: int | None = None, compile: bool = False):
-        check_sampling(temperature, top_k, top_p)
+        check_sampling(temperature, top_k, top_p, seed)
         if compile and record_attention:
             raise ValueError("record_attention needs the eager path (the compiled step cannot hand back "
                              "attention probabilities); use compile=False to inspect attention.")

@@ -6,9 +6,13 @@ back until it cannot (``_Holdback``); the caller never sees a stop string's firs
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import torch
+
+from ..text.tokenizer import as_id_list
+from ..utils.validate import check_int
 
 
 def _as_ids(prompt_ids, what: str = "prompt") -> list[int]:
@@ -27,27 +31,42 @@ def _as_ids(prompt_ids, what: str = "prompt") -> list[int]:
         ids = list(prompt_ids)
     except TypeError:
         raise ValueError(f"{what} must be a list of token ids, got {type(prompt_ids).__name__}.") from None
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise ValueError(f"{what} must contain only int token ids; for several prompts use generate_batch.")
+    try:
+        ids = as_id_list(ids)  # numpy integers pass; floats, bools and nested lists do not
+    except TypeError:
+        raise ValueError(f"{what} must contain only int token ids; for several prompts use generate_batch.") from None
     if not ids:
         raise ValueError(f"{what} is empty: give at least one token (start with BOS = 1).")
     return ids
 
 
 def _split_stop(stop, eos_id: int | None) -> tuple[set[int], list[str]]:
-    """stop = None | id | str | iterable of ids and strs -> (stop ids incl. EOS, stop strings)."""
-    items = [] if stop is None else [stop] if isinstance(stop, (int, str)) else list(stop)
-    ids = {eos_id} if eos_id is not None else set()
+    """stop = None | id | str | list/tuple/set of ids and strs -> (stop ids incl. EOS, stop strings).
+
+    Ids may be numpy integers; anything else (a float, bytes, a dict, a generator) is a ValueError
+    naming what was given, not a guess (bytes would iterate as ids, a dict as its keys).
+    """
+    if stop is None:
+        items = []
+    elif isinstance(stop, (str, int, numbers.Integral)) and not isinstance(stop, bool):
+        items = [stop]
+    elif isinstance(stop, (list, tuple, set, frozenset)):
+        items = list(stop)
+    else:
+        raise ValueError(f"stop must be None, a token id, a string, or a list of ids and strings, got "
+                         f"{type(stop).__name__} {stop!r}.")
+    ids = {check_int("eos_id", eos_id, -1, note=" (-1 or None = no EOS)")} if eos_id is not None else set()
     strings: list[str] = []
     for item in items:
         if isinstance(item, str):
             if not item:
                 raise ValueError("a stop string must not be empty.")
             strings.append(item)
-        elif isinstance(item, int) and not isinstance(item, bool):
-            ids.add(item)
+        elif isinstance(item, numbers.Integral) and not isinstance(item, bool):
+            ids.add(int(item))
         else:
-            raise ValueError(f"stop must hold token ids (int) and/or strings, got {item!r}.")
+            raise ValueError(f"stop must hold token ids (int) and/or strings, got {item!r} "
+                             f"({type(item).__name__}).")
     return ids, strings
 
 
@@ -58,7 +77,9 @@ def _device_of(model) -> torch.device:
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
     if seed is None:
         return None
-    return torch.Generator(device=device).manual_seed(int(seed))
+    from .sampling import MAX_SEED
+
+    return torch.Generator(device=device).manual_seed(check_int("seed", seed, 0, maximum=MAX_SEED))
 
 
 # Holding back what may still become a stop string

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
+from .tokenizer import TextError, check_text
+
 B_INST, E_INST = "[INST]", "[/INST]"
 B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
 SPECIAL_TAGS = (B_INST, E_INST, "<<SYS>>", "<</SYS>>")
@@ -56,6 +58,10 @@ def validate_dialog(dialog: Dialog, *, last: Literal["user", "assistant", "any"]
         if not isinstance(msg["content"], str):
             raise DialogError(f"Message {i} ({msg['role']}) content must be a str, got "
                               f"{type(msg['content']).__name__}.")
+        try:
+            check_text(msg["content"], f"Message {i} ({msg['role']})")
+        except TextError as e:
+            raise DialogError(str(e)) from None
         # Meta does not raise here: it generates anyway and replaces the answer with
         # UNSAFE_ERROR (llama/generation.py). We raise, because a tag inside a message would let
         # it fake a turn boundary, and silently answering an error string helps nobody.

@@ -7,8 +7,9 @@ import math
 import sys
 from pathlib import Path
 
+from ..utils.validate import at_least
 from .config import PRESETS, TrainConfig, TrainError
-from .pretrain import train
+from .pretrain import prepare_outputs, train
 from .probes import sample_text
 
 
@@ -23,24 +24,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--text", metavar="FILE", help="train on this UTF-8 text file instead of the generated stories")
     p.add_argument("--out", metavar="DIR", help="folder for the model, tokenizer and loss curve "
                                                 "(default: runs/<preset>)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    p.add_argument("--steps", type=int, action=at_least(1), help="optimizer steps (default: the preset's)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
-    p.add_argument("--warmup", type=int, help="warmup steps (default: the preset's)")
-    p.add_argument("--batch-size", type=int, help="sequences per step B (default: the preset's)")
-    p.add_argument("--final-steps", type=int, help="steps of a last phase at the floor LR (default: the preset's)")
-    p.add_argument("--final-batch-size", type=int, help="sequences per step in that last phase")
-    p.add_argument("--seq-len", type=int, help="tokens per sequence T (default: the preset's)")
-    p.add_argument("--vocab-size", type=int, help="tokenizer vocabulary (default: the preset's)")
-    p.add_argument("--stories", type=int, help="generated training stories (default: the preset's)")
-    p.add_argument("--eval-every", type=int, help="steps between validations")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0 = at the end only)")
+    p.add_argument("--warmup", type=int, action=at_least(0), help="warmup steps (default: the preset's)")
+    p.add_argument("--batch-size", type=int, action=at_least(1), help="sequences per step B (default: the preset's)")
+    p.add_argument("--final-steps", type=int, action=at_least(0), help="steps of a last phase at the floor LR (default: the preset's)")
+    p.add_argument("--final-batch-size", type=int, action=at_least(1), help="sequences per step in that last phase")
+    p.add_argument("--seq-len", type=int, action=at_least(1), help="tokens per sequence T (default: the preset's)")
+    p.add_argument("--vocab-size", type=int, action=at_least(1), help="tokenizer vocabulary (default: the preset's)")
+    p.add_argument("--stories", type=int, action=at_least(1), help="generated training stories (default: the preset's)")
+    p.add_argument("--eval-every", type=int, action=at_least(0), help="steps between validations")
+    p.add_argument("--checkpoint-every", type=int, action=at_least(0), help="steps between checkpoints (0 = at the end only)")
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint file (default: OUT/checkpoint.pt)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run from its checkpoint")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
-    p.add_argument("--seed", type=int, help="seed for init, data order and tokenizer (default: the preset's)")
+    p.add_argument("--threads", type=int, action=at_least(1), help="torch CPU threads (default: torch's, one per core)")
+    p.add_argument("--seed", type=int, action=at_least(0), help="seed for init, data order and tokenizer (default: the preset's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
-    p.add_argument("--samples", type=int, default=120,
+    p.add_argument("--samples", type=int, action=at_least(0), default=120,
                    help="tokens of the greedy and T=0.8 samples printed at the end (0 = none)")
     return p
 
@@ -65,6 +66,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         if args.text and not Path(args.text).is_file():
             raise TrainError(f"--text {args.text}: no such file.")
+        prepare_outputs(cfg)  # --out an existing file: refused before the banner, not after training
         final = (f" + {cfg.final_steps} steps of {cfg.batch_size_at(cfg.max_steps) * cfg.seq_len:,} tokens"
                  if cfg.final_steps else "")
         print(f"training {cfg.preset}: {cfg.model_args().attention_kind} "

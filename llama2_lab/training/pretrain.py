@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.transformer import Transformer
-from ..utils.io import atomic_path, atomic_write_text
+from ..utils.io import atomic_open, atomic_path, atomic_write_text, check_folder_target, clean_temps
 from .config import TrainConfig, TrainError
 from .data import TrainData, prepare_data
 from .recipe import data_position, lr_at, make_optimizer, step_indices
@@ -134,6 +134,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
     if cfg.out_dir:
         from ..formats import save_model  # noqa: F401 - import now: a broken import fails before hours of training
     ckpt_file = cfg.checkpoint_file
+    prepare_outputs(cfg)
     state = None
     if resume:
         if ckpt_file is None or not ckpt_file.is_file():
@@ -141,6 +142,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
                              "checkpoint_path to the folder/file of the interrupted run).")
         state = load_checkpoint(ckpt_file)
         _check_resumable(TrainConfig.from_dict(state["config"]), cfg, state["step"])
+    saved = _Saved(ckpt_file, state["step"] if state is not None else None)
 
     if data is None:
         tok = None
@@ -221,15 +223,18 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
                 row["val_loss"] = val_loss
             emit(row)
             if do_eval and cfg.out_dir:
-                save_loss_curve(history, Path(cfg.out_dir), cfg)
+                with saved.writing("the loss curve"):
+                    save_loss_curve(history, Path(cfg.out_dir), cfg)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{val_loss:.3f}", tok_s=f"{tok_per_s:,.0f}",
                             refresh=False)
         if ckpt_file is not None and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
                                       or step == cfg.total_steps):
-            save_checkpoint(ckpt_file, model, opt, cfg, step, history, tokens_seen, elapsed(),
-                            n_rows, tok, window=(window_loss, window_n))
+            with saved.writing(f"the checkpoint of step {step}"):
+                save_checkpoint(ckpt_file, model, opt, cfg, step, history, tokens_seen, elapsed(),
+                                n_rows, tok, window=(window_loss, window_n))
+            saved.step = step
     if bar is not None:
         bar.close()
 
@@ -239,8 +244,52 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
                          wall_time_s=wall, tokens_per_s=tokens_seen / max(wall, 1e-9),
                          out_dir=Path(cfg.out_dir) if cfg.out_dir else None, data_source=data.source)
     if cfg.out_dir:
-        save_result(result)
+        with saved.writing(f"the model to {cfg.out_dir}"):
+            save_result(result)
     return result
+
+
+def prepare_outputs(cfg: TrainConfig) -> None:
+    """Before any work: the output folder must be usable, and what a killed run left there goes.
+
+    An ``out_dir`` that is an existing file (or the current directory) is a TrainError now, not
+    after hours of training; temp files of interrupted writes are removed, and a model-folder swap
+    cut short is finished (``utils.io.clean_temps``).
+    """
+    if cfg.out_dir:
+        out = Path(cfg.out_dir)
+        try:
+            check_folder_target(out)
+        except (OSError, ValueError) as err:
+            raise TrainError(f"out_dir: {err}") from None
+        clean_temps(out.parent, out.name)
+        clean_temps(out)
+    ckpt = cfg.checkpoint_file
+    if ckpt is not None:
+        if ckpt.is_dir():
+            raise TrainError(f"checkpoint_path {ckpt} is a folder; give the checkpoint file's path.")
+        clean_temps(ckpt.parent, ckpt.name)
+
+
+class _Saved:
+    """The last checkpoint known to be on disk, and a guard that turns a failed write into a TrainError
+    saying what was lost and what was kept (a full disk must not cost the run)."""
+
+    def __init__(self, path: Path | None, step: int | None):
+        self.path, self.step = path, step
+
+    @contextmanager
+    def writing(self, what: str):
+        try:
+            yield
+        except OSError as err:  # ENOSPC, EDQUOT, EIO, a read-only disk: the writes are atomic, nothing is half-written
+            reason = err.strerror or str(err)
+            if self.step is not None:
+                kept = (f"the last good checkpoint, step {self.step}, is kept at {self.path}: free some space and "
+                        "continue with --resume (resume=True)")
+            else:
+                kept = "no checkpoint was written before this one: free some space and start again"
+            raise TrainError(f"could not write {what} ({reason}); {kept}.") from err
 
 
 def _check_resumable(saved: TrainConfig, cfg: TrainConfig, step: int) -> None:
@@ -294,8 +343,8 @@ def save_checkpoint(path: str | Path, model: Transformer, opt: torch.optim.Optim
         "loop": {"window": window},  # train-loss sum and count since the last logged row
         "tokenizer": tokenizer.model_proto,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_open(path) as f:  # a Python file object: a full disk is an OSError with its errno
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -8,7 +8,7 @@ import torch
 from ...core.attention import KVCache
 from ...core.transformer import Transformer
 from ...corpora import dialogues as dlg
-from ...inference import sample_top_p
+from ...inference import check_logits, sample_top_p
 from ...text import chat
 from .sequences import encode_turns
 
@@ -59,6 +59,7 @@ class ChatBatch:
         done = torch.zeros(self.B, dtype=torch.bool) if active is None else ~active.cpu()
         self._reply_start = (self.slot, self.pos.clone())  # for forget_reply
         for _ in range(max_new + 1):
+            check_logits(logits)  # NaN/inf logits: a named error, never an argmax onto <unk>
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1)
                 nxt = sample_top_p(probs, top_p, generator)[:, 0]

@@ -37,9 +37,11 @@ def config_from_args(args: argparse.Namespace) -> GattConfig:
         changes["seeds"] = tuple(args.seeds)
     if args.no_progress:
         changes["progress"] = False
-    for k in ("steps",):
+    for k in ("steps", "threads"):  # checked before any work, so `llama2-lab gatt` refuses them in one line
         if k in changes and changes[k] < 1:
             raise ValueError(f"--{k} must be >= 1, got {changes[k]}.")
+    if any(s < 0 for s in changes.get("seeds", ())):
+        raise ValueError(f"--seeds must be >= 0, got {list(changes['seeds'])}.")
     return replace(cfg, **changes)
 
 def run_from_args(args: argparse.Namespace) -> int:
