@@ -75,10 +75,9 @@ BROKEN = "the cat \udcff\udcfe sat"  # bytes ff fe read with surrogateescape: lo
 
 
 def test_encode_refuses_lone_surrogates_naming_the_position(tok):
-    from llama2_lab.text.tokenizer import TextError
-
-    with pytest.raises(TextError, match=r"position 8 \(U\+DCFF"):
+    with pytest.raises(ValueError, match=r"position 8 \(U\+DCFF") as info:
         tok.encode(BROKEN)
+    assert type(info.value).__name__ == "TextError"
     with pytest.raises(ValueError, match="position 8"):
         tok.encode_with_offsets(BROKEN)
 
@@ -248,13 +247,10 @@ def test_buffer_bytes_counts_every_buffer_the_model_allocates(kw):
 
 
 def test_a_huge_max_seq_len_is_refused_before_allocating(tmp_path, monkeypatch):
-    from llama2_lab.core.calc import buffer_bytes
     from llama2_lab.formats import loading
 
     folder = _project(tmp_path, max_seq_len=2**21)  # RoPE table: 2M positions x head_dim 8 x 4 B = 64 MiB
-    args = ModelArgs.from_params_json(folder)
-    weights = sum(t.numel() for t in tiny().state_dict().values()) * 4  # float32 on disk: 81 KiB
-    assert buffer_bytes(args) == 2**21 * 8 * 4
+    weights = sum(t.numel() for t in tiny().state_dict().values()) * 4  # float32 on disk: 172 KiB
     monkeypatch.setattr(loading, "available_memory", lambda device: weights + 2**20)  # the weights fit
     built = []
     monkeypatch.setattr(loading, "_build", lambda a: built.append(a))
@@ -409,7 +405,10 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_so(tmp_path, monkey
         if len(calls) < 2:
             return real(obj, f, *a, **k)
         f.write(b"half a checkpoint") if hasattr(f, "write") else Path(f).write_bytes(b"half a checkpoint")
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        try:  # what torch.save does on a full disk: ENOSPC in a write, then a RuntimeError closing the zip
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 461888 vs 461780")  # noqa: B904
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(tr.TrainError, match=r"could not write the checkpoint of step 2 \(No space left on device\); "
                                             r"the last good checkpoint, step 1, is kept at .*checkpoint.pt.*--resume"):

@@ -100,9 +100,28 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb"):
     """
     with atomic_path(path) as tmp:
         with open(tmp, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            except Exception as err:
+                cause = _os_error_in(err)
+                if cause is None or cause is err:
+                    raise
+                # torch.save hits ENOSPC in a write, then fails again closing its zip writer with a
+                # RuntimeError ("unexpected pos") that hides the first: surface the OSError.
+                raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from err
+
+
+def _os_error_in(err: BaseException | None) -> OSError | None:
+    """The first OSError in an exception's chain (itself, its __cause__ or __context__, ...), else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _umask() -> int:
