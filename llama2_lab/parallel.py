@@ -162,6 +162,8 @@ def agree(ctx: DistContext, fn, *args, **kwargs):
     errors = [None] * ctx.world_size
     dist.all_gather_object(errors, error)
     failed = [(r, e) for r, e in enumerate(errors) if e is not None]
+    if len(failed) == ctx.world_size and len(set(errors)) == 1:
+        raise ParallelError(f"on every rank: {error}")
     if failed:
         raise ParallelError("; ".join(f"rank {r}: {e}" for r, e in failed))
     return result
