@@ -140,7 +140,7 @@ def _load_parallel(args, path, tokenizer, t0: float):
     torch.manual_seed(parallel.shared_seed(ctx, args.seed))
     held = parallel.rank_weight_bytes(model)
     _note(f"loaded {path} ({model.num_params():,} parameters, {str(dtype).removeprefix('torch.')}) split over "
-          f"{ctx.world_size} processes ({ctx.backend}, {ctx.device.type}): "
+          f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''} ({ctx.backend}, {ctx.device.type}): "
           f"{human_bytes(held['sharded'] + held['replicated'])} of {human_bytes(held['full'])} of weights per rank, "
           f"in {time.perf_counter() - t0:.1f} s")
     return model, tokenizer

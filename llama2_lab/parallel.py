@@ -242,3 +242,49 @@ def quiet_other_ranks(ctx: DistContext) -> None:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+# --- a demo for notebooks/14_scaling_out.ipynb ---------------------------------------------------------
+def count_collectives(model: nn.Module, tokens: torch.Tensor) -> dict[str, int]:
+    """The collectives one forward pass of ``tokens`` (B, T) issues, by name (DTensor's CommDebugMode)."""
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    mode = CommDebugMode()
+    with torch.inference_mode(), mode:
+        model(tokens)
+    return {str(op).rsplit(".", 1)[-1]: n for op, n in mode.get_comm_counts().items()}
+
+
+def demo(argv=None) -> int:
+    """``torchrun --nproc-per-node N -m llama2_lab.parallel PATH --max-new-tokens K --out FILE``: greedy
+    tokens, the weight bytes of every rank and the collectives of one forward pass, written by rank 0 as JSON."""
+    import argparse
+    import json
+
+    from .generate import generate
+
+    p = argparse.ArgumentParser(prog="python -m llama2_lab.parallel", description=demo.__doc__)
+    p.add_argument("path")
+    p.add_argument("--prompt-ids", default="1", help="comma-separated token ids (default: BOS)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    ctx = init_distributed()
+    model = load_parallel(a.path, ctx)
+    prompt = [int(t) for t in a.prompt_ids.split(",")]
+    tokens = list(generate(model, prompt, a.max_new_tokens, temperature=0.0, eos_id=None))
+    comms = count_collectives(model, torch.tensor([prompt], device=ctx.device))
+    held = [None] * ctx.world_size
+    dist.all_gather_object(held, rank_weight_bytes(model))
+    if ctx.is_main:
+        from .io_utils import atomic_write_text
+
+        atomic_write_text(Path(a.out), json.dumps({
+            "world_size": ctx.world_size, "backend": ctx.backend, "tokens": tokens, "bytes_per_rank": held,
+            "collectives_per_forward": comms, "n_layers": model.args.n_layers}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(demo())
