@@ -201,7 +201,10 @@ def add_generate(subparsers) -> None:
 def run_chat(args) -> int:
     from .chat import DialogError, encode_dialog
     from .generate import fit_dialog, stream
+    from .parallel import launched_by_torchrun
 
+    if launched_by_torchrun():  # every process would read its own lines of stdin and fall out of step
+        raise CLIError("chat does not run under torchrun; use `generate` there, or chat in one process.")
     sampling = _sampling(args)
     model, tokenizer = _load(args)
     interactive = sys.stdin.isatty()

@@ -93,6 +93,13 @@ def _finish(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return t.contiguous()
 
 
+class _HeaderOnly:
+    """What ``_args_from_params`` needs from the embedding: its shape (vocab is never split in Meta files)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+
 # --- Meta folders ---------------------------------------------------------------------------------
 def _meta_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("consolidated.*.pth"))
@@ -159,13 +166,6 @@ def _meta_rank_state(folder: Path, rank: int, world_size: int, dtype) -> tuple[M
         t = parts[0] if len(parts) == 1 else torch.cat(parts, dim=d)
         out[name] = _finish(t, dtype)
     return args, out
-
-
-class _HeaderOnly:
-    """What ``_args_from_params`` needs from the embedding: its shape (vocab is never split in Meta files)."""
-
-    def __init__(self, shape):
-        self.shape = tuple(shape)
 
 
 # --- safetensors folders (Hugging Face and the project's own) -------------------------------------------
