@@ -105,7 +105,7 @@ def worker(folder: str, out: str) -> None:
     row = {"rank": ctx.rank, "world_size": ctx.world_size, "load_s": load_s, "rss_before_load": before["VmRSS"],
            "vm_hwm": after["VmHWM"], "rss_after_touch": after["VmRSS"], "rss_anon": after["RssAnon"],
            "rss_file": after["RssFile"], "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-           "held": parallel.rank_weight_bytes(model), "checksum_finite": checksum == checksum}
+           "held": parallel.rank_weight_bytes(model), "checksum_finite": math.isfinite(checksum)}
     Path(out, f"rank{ctx.rank}.json").write_text(json.dumps(row))
     parallel.shutdown()
 

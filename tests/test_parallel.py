@@ -42,7 +42,7 @@ def results(folders, broken, tmp_path_factory) -> list[dict]:
     tp = [folders[k] for k in ("meta", "hf", "project", "random_meta", "random_hf")]  # "meta" first: it generates
     proc = torchrun(str(WORKER), str(out), "--tp", *map(str, tp), "--errors", *map(str, broken), "--train")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(N)]
+    return [{**torch.load(out / f"rank{r}.pt", weights_only=False), "out": out} for r in range(N)]
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +191,23 @@ def test_fsdp_resume_continues_exactly(train_results):
         assert torch.equal(got["resumed"][name], p), f"{name} differs after the resumed sharded run"
     key = lambda h: [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in h]  # noqa: E731
     assert key(got["resumed_history"]) == key(got["straight_history"])
+
+
+def test_a_sharded_runs_checkpoint_resumes_in_one_process(results, tmp_path):
+    """The gathered checkpoint is the ordinary one: 2 processes' step-6 file continues in 1 process."""
+    from llama2_lab import train as tr
+
+    one = tr.TrainConfig.from_preset("test", max_steps=6, log_every=1, eval_every=3, device="cpu",
+                                     checkpoint_path=str(tmp_path / "one.pt"))
+    data = tr.prepare_data(one)
+    tr.train(one, progress=False, data=data)
+    longer = dict(max_steps=8)
+    a = tr.train(one.replace(**longer), progress=False, resume=True, data=data)
+    b = tr.train(one.replace(**longer, checkpoint_path=str(results[0]["out"] / "straight.pt")), progress=False,
+                 resume=True, data=data)
+    assert b.step == 8
+    for name, p in a.model.state_dict().items():  # the first 6 steps differ by rounding only (see above)
+        assert (b.model.state_dict()[name] - p).abs().max().item() < 1e-6, name
 
 
 # --- the command line and bad launches -------------------------------------------------------------------
