@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ..utils.validate import check_int
 from .inputs import _as_ids, _device_of, _generator, _split_stop
 from .sampling import check_sampling, sample_next
-from ..utils.validate import check_int
 
 
 def generate_batch(model, prompts: Sequence, max_new_tokens: int, temperature: float = 0.6,

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from ..utils.validate import check_int
 from .inputs import _as_ids, _Chunk, _device_of, _generator, _Holdback, _split_stop
 from .sampling import check_sampling, sample_next
-from ..utils.validate import check_int
 
 
 # The decode loop
