@@ -32,7 +32,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -119,7 +119,7 @@ class Lab:
     probe_len: int = 128       # validation windows for the length probe: past seq_len is unseen
     batch_size: int = 8
     steps: int = 150
-    lr: float = 3e-3           # the recipe's peak LR for this size (train.py's "fast" preset)
+    lr: float = 1e-2           # peak LR of the recipe at this size and length of run (3e-3 underfits in 150 steps)
     warmup_steps: int = 15
     weight_decay: float = 0.1
     grad_clip: float = 1.0
@@ -163,8 +163,8 @@ class Lab:
 
 LAB_PRESETS: dict[str, dict] = {
     "learner": {},
-    "fast": dict(seq_len=32, probe_len=64, batch_size=8, steps=24, warmup_steps=4, n_train_stories=200,
-                 n_valid_stories=20, eval_every=8, eval_rows=8, probe_rows=4, name_stories=4),
+    "fast": dict(seq_len=32, probe_len=64, batch_size=4, steps=16, warmup_steps=3, n_train_stories=200,
+                 n_valid_stories=20, eval_every=8, eval_rows=4, probe_rows=4, name_stories=3),
     "test": dict(dim=32, seq_len=16, probe_len=32, batch_size=4, steps=6, warmup_steps=2, n_train_stories=40,
                  n_valid_stories=10, eval_every=3, eval_rows=4, probe_rows=2, name_stories=2, multiple_of=16),
 }
@@ -293,6 +293,17 @@ def build_model(variant: Variant = Variant(), lab: Lab | None = None, vocab_size
 
 def _norm(kind: str, args: ModelArgs) -> nn.Module:
     return LayerNorm(args.dim, eps=args.norm_eps) if kind == "layernorm" else nn.Identity()
+
+
+def with_params_of(variant: Variant, reference: Variant = Variant(), lab: Lab | None = None,
+                   vocab_size: int = 2048) -> Variant:
+    """The variant with its FFN widened (or narrowed) to the reference's parameter count, as Llama 2's GQA
+    ablation did for MQA and GQA (Touvron et al. 2023, A.2.1): fewer KV parameters, a wider FFN."""
+    lab = lab or Lab()
+    args = model_args(variant, lab, vocab_size)
+    diff = count_params(build_model(reference, lab, vocab_size)) - count_params(build_model(variant, lab, vocab_size))
+    per_unit = (3 if variant.ffn == "swiglu" else 2) * args.dim * args.n_layers  # parameters per hidden unit
+    return replace(variant, ffn_hidden=ffn_width(variant, args) + round(diff / per_unit))
 
 
 def count_params(model: nn.Module) -> int:
@@ -430,9 +441,9 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "llama2-lab") / "tweak"
 
 
-def run_key(variant: Variant, lab: Lab, seed: int, custom: str | None = None) -> str:
+def run_key(variant: Variant, lab: Lab, seed: int, custom: str | None = None, tokenizer=None) -> str:
     """A hash of everything a run depends on (num_threads aside: it changes float rounding only)."""
-    tok = lab_tokenizer()
+    tok = tokenizer or lab_tokenizer()
     settings = {"version": TWEAK_VERSION, "torch": torch.__version__, "variant": asdict(variant),
                 "lab": {k: v for k, v in asdict(lab).items() if k != "num_threads"}, "seed": seed,
                 "tokenizer": hashlib.sha256(tok.model_proto).hexdigest()[:16], "custom": custom}
@@ -475,7 +486,7 @@ def train_arm(variant: Variant = Variant(), lab: Lab | None = None, seed: int = 
     else:
         model = _custom_model(model_fn, model_args(variant, lab, vocab), seed)
         custom = model_fingerprint(model)
-    key = run_key(variant, lab, seed, custom)
+    key = run_key(variant, lab, seed, custom, d.tokenizer)
     path = Path(cache) if cache is not None else cache_dir()
     path = path / f"{key}.json"
     if use_cache and path.is_file():

@@ -61,19 +61,20 @@ class LivePlot:
     """
 
     def __init__(self, labels, lab: Lab, title: str = "", panel: str | None = "final", redraw_every: int = 25,
-                 ymax: float | None = None):
+                 ymax: float | None = None, min_interval_s: float = 3.0):
         if panel not in PANELS:
             raise ValueError(f"panel={panel!r}; choose one of {PANELS}.")
         self.labels, self.lab, self.title, self.panel = list(labels), lab, title, panel
-        self.redraw_every, self.ymax = redraw_every, ymax
+        self.redraw_every, self.ymax, self.min_interval_s = redraw_every, ymax, min_interval_s
         self.rows: dict[tuple[str, int], list[dict]] = {}
         self.results: dict[str, list[RunResult]] = {label: [] for label in self.labels}
         ncols = 2 if panel else 1
         self.fig, axes = plt.subplots(1, ncols, figsize=(11 if panel else 6.5, 3.8), squeeze=False)
         self.ax, self.ax2 = axes[0][0], axes[0][1] if panel else None
+        self.fig.subplots_adjust(left=0.07 if panel else 0.12, right=0.98, bottom=0.2, top=0.9, wspace=0.25)
         self.handle = _display(self.fig)
         plt.close(self.fig)  # shown through the handle only, not a second time at the end of the cell
-        self.t0 = time.perf_counter()
+        self.t0 = self.last_draw = time.perf_counter()
 
     def color(self, label: str) -> str:
         return COLORS[self.labels.index(label) % len(COLORS)]
@@ -82,13 +83,17 @@ class LivePlot:
         if isinstance(item, RunResult):
             self.rows[(label, seed)] = item.history
             self.results[label].append(item)
-            self.redraw()
         else:
             self.rows.setdefault((label, seed), []).append(item)
-            if item["step"] % self.redraw_every == 0:
-                self.redraw()
+            if item["step"] % self.redraw_every:
+                return
+        # Drawing and sending a PNG costs a fraction of a second: at most one redraw every min_interval_s.
+        if time.perf_counter() - self.last_draw >= self.min_interval_s:
+            self.redraw(final=False)
 
-    def redraw(self) -> None:
+    def redraw(self, final: bool = True) -> None:
+        """Draw everything known so far; ``final`` also tightens the layout (slower, done once at the end)."""
+        self.last_draw = time.perf_counter()
         self._draw_curves()
         if self.panel:
             self.ax2.clear()
@@ -96,7 +101,8 @@ class LivePlot:
             if done:
                 {"final": plot_final, "position": plot_loss_by_position, "kv": plot_kv_tradeoff}[self.panel](
                     done, self.lab, ax=self.ax2, colors={k: self.color(k) for k in done})
-        self.fig.tight_layout()
+        if final:
+            self.fig.tight_layout()
         if self.handle is not None:
             self.handle.update(self.fig)
 

@@ -242,3 +242,14 @@ def test_live_plot_and_widget_run_headless(tmp_path):
     w.seeds.value = 2
     w.button.click()
     assert set(w.results) == {"ref", "relu"} and all(len(v) == 2 for v in w.results.values())
+
+
+@pytest.mark.parametrize("n_kv", [2, 1])
+def test_with_params_of_widens_the_ffn_to_the_reference_count(n_kv):
+    lab = tw.Lab()
+    ref = tw.count_params(tw.build_model(tw.Variant(), lab, V))
+    narrow = tw.Variant(n_kv_heads=n_kv)
+    wide = tw.with_params_of(narrow, tw.Variant(), lab, V)
+    assert wide.ffn_hidden > tw.ffn_width(narrow, tw.model_args(narrow, lab, V))
+    assert tw.count_params(tw.build_model(narrow, lab, V)) < ref
+    assert abs(tw.count_params(tw.build_model(wide, lab, V)) - ref) / ref < 0.001
