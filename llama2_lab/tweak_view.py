@@ -9,7 +9,6 @@ steps; outside a notebook (scripts, tests, nbval) the same code runs and simply 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 
@@ -136,7 +135,8 @@ class LivePlot:
         ax.set_xlim(0, self.lab.steps)
         if top:
             ax.set_ylim(top=self.ymax or top + 0.3)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step   (thin: train loss of each seed; band: validation loss, lowest to highest seed)",
+                      fontsize=8)
         ax.set_ylabel("loss (nats/token)")
         elapsed = time.perf_counter() - self.t0
         ax.set_title(f"{self.title}  ({elapsed:.0f} s)" if self.title else f"{elapsed:.0f} s", fontsize=10)
@@ -157,9 +157,9 @@ def plot_final(results: dict[str, list[RunResult]], lab: Lab | None = None, ax=N
         if row["n"]:
             ax.hlines(row["mean"], i - 0.3, i + 0.3, color=colors[label], lw=2.5)
             ax.text(i + 0.32, row["mean"], f"{row['mean']:.3f}", va="center", fontsize=7)
-        if len(ok) < len(vals):
-            ax.text(i, ax.get_ylim()[1] if ok else 0.5, f"{len(vals) - len(ok)} diverged", ha="center",
-                    fontsize=7, color=colors[label], transform=ax.transData if ok else ax.get_xaxis_transform())
+        if len(ok) < len(vals):  # x in data units, y near the top of the axes
+            ax.text(i, 0.95, f"{len(vals) - len(ok)} diverged", ha="center", fontsize=7, color=colors[label],
+                    transform=ax.get_xaxis_transform())
     ax.set_xticks(range(len(results)), list(results), rotation=15, fontsize=8)
     ax.set_xlim(-0.6, len(results) - 0.2)
     ax.set_ylabel(f"final {metric.replace('_', ' ')}")
@@ -206,6 +206,8 @@ def plot_kv_tradeoff(results: dict[str, list[RunResult]], lab: Lab | None = None
                     fmt="o", color=colors[row["arm"]], capsize=4, ms=6)
         ax.annotate(f" {row['arm']}", (x, row["mean"]), fontsize=8)
     ax.set_xscale("log", base=2)
+    xs = [row["kv_bytes_per_token"] for row in summarize(results)]
+    ax.set_xlim(min(xs) / 1.5, max(xs) * 2.5)  # room for the labels on the right
     ax.set_xlabel("KV cache per token (bytes, bf16)")
     ax.set_ylabel("final validation loss")
     ax.set_title("quality against cache memory", fontsize=10)
@@ -279,6 +281,3 @@ class TweakWidget:
     def _repr_mimebundle_(self, include=None, exclude=None):
         return self.box._repr_mimebundle_(include=include, exclude=exclude)
 
-
-def finite(x) -> bool:
-    return x is not None and math.isfinite(x)

@@ -70,6 +70,7 @@ def test_post_norm_normalises_after_the_residual_sum():
 def test_learned_positions_have_a_table_of_the_training_length_only():
     model = build(positions="learned")
     assert model.tok_embeddings.positions.shape == (LAB.seq_len, LAB.dim)
+    assert not model.tok_embeddings.positions.any()  # starts at zero: the model starts as the no-position one
     assert tw.count_params(model) == tw.count_params(build()) + LAB.seq_len * LAB.dim
     assert model.args.max_seq_len == LAB.seq_len
     with pytest.raises(ValueError, match="max_seq_len"):
