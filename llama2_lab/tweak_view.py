@@ -116,8 +116,9 @@ class LivePlot:
                 pts = [(r["step"], r["train_loss"]) for r in rows if r["train_loss"] is not None]
                 if pts:
                     steps, losses = zip(*pts)
-                    ax.plot(steps, smooth(list(losses)), color=c, lw=0.8, alpha=0.35)
-                    top = max(top, max(losses[len(losses) // 3:]))
+                    smoothed = smooth(list(losses))
+                    ax.plot(steps, smoothed, color=c, lw=0.8, alpha=0.35)
+                    top = max(top, min(max(smoothed[len(smoothed) // 3:]), losses[0] + 0.5))  # a spike stays off-scale
                 if rows and rows[-1]["train_loss"] is None:  # diverged: mark where
                     ax.plot(rows[-1]["step"], ax.get_ylim()[1] if ax.has_data() else 8, "x", color=c, ms=8)
             finished = self.results.get(label) or []
