@@ -628,6 +628,8 @@ def compare(results: dict[str, list[RunResult]], a: str, b: str, metric: str = "
     A rule of thumb for a handful of seeds, not a significance test: the difference counts as clear
     when the seeds' ranges do not overlap and the mean difference exceeds three times the larger
     seed standard deviation. Otherwise the verdict is that this run cannot tell the arms apart.
+    The verdict also lists the differences seed by seed (both arms with the same seed see the same
+    batches): one sign in every seed is worth noticing even when the rule says "cannot tell".
     """
     sa, sb = (next(r for r in summarize({k: results[k]}, metric)) for k in (a, b))
     if sa["n"] == 0 or sb["n"] == 0:
@@ -639,6 +641,9 @@ def compare(results: dict[str, list[RunResult]], a: str, b: str, metric: str = "
     noise = max(sds) if sds else 0.0
     apart = sb["min"] > sa["max"] or sa["min"] > sb["max"]
     clear = apart and abs(diff) > 3 * noise and sa["n"] > 1 and sb["n"] > 1
+    by_seed = {r.seed: _metric(r, metric) for r in results[a]}
+    paired = [_metric(r, metric) - by_seed[r.seed] for r in results[b]
+              if by_seed.get(r.seed) is not None and _metric(r, metric) is not None]
     if clear:
         word = "higher" if diff > 0 else "lower"
         verdict = (f"{b} is {word} than {a} by {abs(diff):.3f} ({metric}), beyond the seed-to-seed spread "
@@ -646,7 +651,9 @@ def compare(results: dict[str, list[RunResult]], a: str, b: str, metric: str = "
     else:
         verdict = (f"{b} vs {a}: {diff:+.3f} ({metric}), within the seed-to-seed spread (sd up to "
                    f"{noise:.3f}): this run cannot tell them apart.")
-    return {"a": a, "b": b, "diff": diff, "noise": noise, "clear": clear, "verdict": verdict}
+    if len(paired) > 1:
+        verdict += " Seed by seed: " + ", ".join(f"{d:+.3f}" for d in paired) + "."
+    return {"a": a, "b": b, "diff": diff, "noise": noise, "clear": clear, "paired": paired, "verdict": verdict}
 
 
 def format_table(rows: list[dict], digits: int = 3) -> str:

@@ -225,6 +225,7 @@ def test_compare_calls_a_difference_clear_only_beyond_the_seed_spread():
     assert clear["clear"] and clear["diff"] == pytest.approx(0.295) and "beyond" in clear["verdict"]
     close = tw.compare(res, "a", "c")
     assert not close["clear"] and "cannot tell" in close["verdict"]
+    assert close["paired"] == pytest.approx([0.01, 0.02]) and "Seed by seed: +0.010, +0.020." in close["verdict"]
     one_seed = {"a": _fake("a", [3.0]), "b": _fake("b", [4.0])}
     assert not tw.compare(one_seed, "a", "b")["clear"]  # one seed shows no spread: never "clear"
 
