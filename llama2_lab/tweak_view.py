@@ -60,7 +60,7 @@ class LivePlot:
     """
 
     def __init__(self, labels, lab: Lab, title: str = "", panel: str | None = "final", redraw_every: int = 25,
-                 ymax: float | None = None, min_interval_s: float = 3.0):
+                 ymax: float | None = None, min_interval_s: float = 3.0, output=None):
         if panel not in PANELS:
             raise ValueError(f"panel={panel!r}; choose one of {PANELS}.")
         self.labels, self.lab, self.title, self.panel = list(labels), lab, title, panel
@@ -71,7 +71,9 @@ class LivePlot:
         self.fig, axes = plt.subplots(1, ncols, figsize=(11 if panel else 6.5, 3.8), squeeze=False)
         self.ax, self.ax2 = axes[0][0], axes[0][1] if panel else None
         self.fig.subplots_adjust(left=0.07 if panel else 0.12, right=0.98, bottom=0.2, top=0.9, wspace=0.25)
-        self.handle = _display(self.fig)
+        # In a widget, an ipywidgets Output shows the figure (redrawn by clearing it); in a cell, a display handle.
+        self.output = output
+        self.handle = None if output is not None else _display(self.fig)
         plt.close(self.fig)  # shown through the handle only, not a second time at the end of the cell
         self.t0 = self.last_draw = time.perf_counter()
 
@@ -104,6 +106,12 @@ class LivePlot:
             self.fig.tight_layout()
         if self.handle is not None:
             self.handle.update(self.fig)
+        elif self.output is not None:
+            from IPython.display import display
+
+            self.output.clear_output(wait=True)
+            with self.output:
+                display(self.fig)
 
     def _draw_curves(self) -> None:
         ax = self.ax
@@ -217,9 +225,10 @@ def plot_kv_tradeoff(results: dict[str, list[RunResult]], lab: Lab | None = None
 
 
 def run_live(arms: dict, lab: Lab, seeds=(0, 1), title: str = "", panel: str | None = "final",
-             use_cache: bool = True, cache=None, ymax: float | None = None):
-    """Train the arms with a live plot; returns (results, figure). Cached runs appear at once."""
-    plot = LivePlot(list(arms), lab, title=title, panel=panel, ymax=ymax)
+             use_cache: bool = True, cache=None, ymax: float | None = None, output=None):
+    """Train the arms with a live plot; returns (results, figure). Cached runs appear at once.
+    ``output``, an ipywidgets Output, shows the plot there instead of below the cell."""
+    plot = LivePlot(list(arms), lab, title=title, panel=panel, ymax=ymax, output=output)
     results = run_arms(arms, lab, seeds=seeds, callback=plot, use_cache=use_cache, cache=cache)
     plot.redraw()
     return results, plot.fig
@@ -251,11 +260,12 @@ class TweakWidget:
                                  max=max(600, self.lab.steps), step=10, description="steps")
         self.seeds = W.IntSlider(value=2, min=1, max=4, description="seeds")
         self.button = W.Button(description="train", button_style="primary", icon="play")
-        self.out = W.Output()
-        self.button.on_click(lambda _: self.run())
+        self.plot_out, self.out = W.Output(), W.Output()  # the live figure; the table and the verdicts
+        self.button.on_click(self._on_click)
         hint = W.HTML(f"<small>about {self.estimate_s():.0f} s for the default choice on one idle core; "
                       "finished runs come from the cache</small>")
-        self.box = W.VBox([W.HBox([self.pick, W.VBox([self.steps, self.seeds, self.button, hint])]), self.out])
+        self.box = W.VBox([W.HBox([self.pick, W.VBox([self.steps, self.seeds, self.button, hint])]), self.plot_out,
+                           self.out])
 
     def estimate_s(self, arms: int = 2, seeds: int = 2, steps: int | None = None) -> float:
         """Rough wall time: about 45 µs per trained token on one idle core for the learner lab."""
@@ -270,14 +280,22 @@ class TweakWidget:
             return {}
         lab = replace(self.lab, steps=self.steps.value, eval_every=max(1, self.steps.value // 6))
         self.out.clear_output()
+        results, _ = run_live({k: self.arms[k] for k in chosen}, lab, seeds=tuple(range(self.seeds.value)),
+                              title="your experiment", cache=self.cache, output=self.plot_out)
         with self.out:
-            results, _ = run_live({k: self.arms[k] for k in chosen}, lab, seeds=tuple(range(self.seeds.value)),
-                                  title="your experiment", cache=self.cache)
             print(format_table(summarize(results)))
             for line in verdicts(results, chosen[0]):
                 print("•", line)
         self.results = results
         return results
+
+    def _on_click(self, _button) -> None:
+        # A widget callback's exception would only reach the server log: show it where the learner looks.
+        try:
+            self.run()
+        except Exception as err:  # noqa: BLE001 - shown to the learner, with what failed
+            with self.out:
+                print(f"the experiment stopped: {type(err).__name__}: {err}")
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return self.box._repr_mimebundle_(include=include, exclude=exclude)
