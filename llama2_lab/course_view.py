@@ -187,3 +187,54 @@ def plot_blocks_and_next_token(stats: dict, logits: torch.Tensor, tokenizer, pro
     fig.tight_layout()
     plt.show()
     return fig
+
+
+# --- 05: KV cache and decode speed ----------------------------------------------------------------
+def kv_cache_figure(n_kv_heads: int = 8, stats: dict | None = None, measured_title: str = "measured decode speed"):
+    """KV-cache GiB vs context for the 7B/70B shapes (solid: ``n_kv_heads``; dashed MHA, dotted MQA), and,
+    when ``stats`` ({n_kv_heads: {"median", "lo", "hi"}} or None per option) is given, the measured decode
+    speed of a tiny model as bars (median) with whiskers (the quartiles of the steps).
+
+    The GiB at 4k go into the legend, not onto the lines, so no label sits on another.
+    """
+    import matplotlib.pyplot as plt
+
+    from . import viz
+
+    d = viz.kv_cache_data(n_kv_heads)
+    ncols = 2 if stats is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 3.7), squeeze=False)
+    ax = axes[0][0]
+    colors = ("#1f77b4", "#ff7f0e", "#2ca02c")
+    for name, color in zip(viz.KV_PRESETS, colors):
+        p, c = d[name], d["contexts"]
+        ax.plot(c, p["chosen"], "-o", ms=3, color=color, lw=2,
+                label=f"{name}: {p['n_kv_heads']} of {p['n_heads']} KV heads, {p['chosen'][-1]:.2f} GiB at 4k")
+        ax.plot(c, p["MHA"], "--", color=color, lw=1, alpha=0.6)
+        ax.plot(c, p["MQA"], ":", color=color, lw=1, alpha=0.6)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("KV cache, GiB (bf16, batch 1)")
+    ax.set_title("KV cache per sequence (dashed MHA, dotted MQA)", fontsize=10)
+    ax.legend(loc="upper left", frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    if stats is not None:
+        ax2 = axes[0][1]
+        keys = sorted(stats)
+        med = [stats[k]["median"] if stats[k] else 0.0 for k in keys]
+        lo = [stats[k]["median"] - stats[k]["lo"] if stats[k] else 0.0 for k in keys]
+        hi = [stats[k]["hi"] - stats[k]["median"] if stats[k] else 0.0 for k in keys]
+        bars = ax2.bar([str(k) for k in keys], med, yerr=[lo, hi], capsize=4, ecolor="#444444",
+                       color=["#d62728" if k == n_kv_heads else "#9e9e9e" for k in keys])
+        top = max((stats[k]["hi"] for k in keys if stats[k]), default=1.0)
+        for b, k in zip(bars, keys):
+            txt = "not measured" if not stats[k] else f"{stats[k]['median']:,.0f}"
+            ax2.text(b.get_x() + b.get_width() / 2, 0.02 * top, txt, ha="center", va="bottom", fontsize=8,
+                     color="white" if stats[k] else "black")
+        ax2.set_ylim(0, top * 1.1)
+        ax2.set_xlabel("n_kv_heads (tiny model, 8 query heads)")
+        ax2.set_ylabel("decode tokens / s (this machine)")
+        ax2.set_title(measured_title + "\nmedian; whiskers: middle half of the steps", fontsize=10)
+        ax2.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
