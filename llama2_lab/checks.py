@@ -48,7 +48,7 @@ from . import norm as _norm
 from . import rope as _rope
 from .config import ModelArgs
 
-__all__ = ["CheckResult", "use", "check_answer", "check_rmsnorm", "check_rope", "check_swiglu", "check_repeat_kv",
+__all__ = ["CheckResult", "use", "check_answer", "check_greedy", "check_rmsnorm", "check_rope", "check_swiglu", "check_repeat_kv",
            "check_attention", "check_block", "check_model"]
 
 
@@ -1375,3 +1375,77 @@ def check_model(cls, verbose: bool = True) -> CheckResult:
                        "forward(tokens, start_pos=0, cache=None) to have it checked.")
     return _report(result, verbose)
 
+
+
+# --- the greedy loop -------------------------------------------------------------------------------
+def _greedy_variant(kind):
+    def fn(case):
+        d = case.data
+        model, ids, n, eos = d["model"], list(d["ids"]), d["n"], d["eos"]
+        new = []
+        with torch.no_grad():
+            for _ in range(n):
+                if kind != "past_context" and len(ids) >= model.args.max_seq_len:
+                    break
+                logits = model(torch.tensor([ids[-model.args.max_seq_len:]]))[0]
+                nxt = int(logits[0 if kind == "first_position" else -1].argmax())
+                if nxt == eos and kind != "ignores_eos":
+                    if kind == "eos_included":
+                        new.append(nxt)
+                    break
+                ids.append(nxt)
+                new.append(nxt)
+        out = (list(d["ids"]) + new) if kind == "prompt_included" else new
+        return torch.tensor(out, dtype=torch.float32)
+    return fn
+
+
+_GREEDY_MISTAKES = [
+    _Mistake("first_position", "your tokens match the prediction of the *first* position at every step: the next "
+             "token comes from the logits of the last position, logits[0, -1].", _greedy_variant("first_position")),
+    _Mistake("prompt_included", "your list starts with the prompt: return only the new ids (the notebook prints "
+             "prompt + new).", _greedy_variant("prompt_included")),
+    _Mistake("eos_included", "your list ends with the EOS id: stop *before* appending it.", _greedy_variant("eos_included")),
+    _Mistake("ignores_eos", "your loop goes on after the model picked EOS: stop when next_id == eos_id.",
+             _greedy_variant("ignores_eos")),
+]
+
+
+def _greedy_cases() -> list[_Case]:
+    from .model import Transformer
+
+    args = ModelArgs.from_name("tiny", vocab_size=48, max_seq_len=16)
+    model = Transformer(args).init_weights(std=0.3, seed=1234).eval()
+    prompt = [1, 7, 19]
+    free = _greedy_variant(None)(_Case("", torch.float32, dict(model=model, ids=prompt, n=8, eos=-1))).long().tolist()
+    unused = next(i for i in range(3, args.vocab_size) if i not in free)
+    eos_at = free[3]  # the model's 4th greedy token becomes EOS: the loop must stop before it
+    long_prompt = [1] + [int(t) for t in torch.randint(3, args.vocab_size, (12,), generator=_gen(5))]
+    spec = [(prompt, 8, unused, "prompt of 3 tokens, 8 new, EOS never chosen"),
+            (prompt, 8, eos_at, f"prompt of 3 tokens, 8 new, EOS = {eos_at} (the model's 4th greedy choice)"),
+            (long_prompt, 10, unused, f"prompt of {len(long_prompt)} tokens, 10 new, max_seq_len {args.max_seq_len}: "
+                                      "stop at the end of the context")]
+    return [_Case(label, torch.float32, dict(model=model, ids=ids, n=n, eos=eos)) for ids, n, eos, label in spec]
+
+
+def check_greedy(fn, verbose: bool = True) -> CheckResult:
+    """Compare ``fn(model, ids, max_new_tokens, eos_id)`` -> the new ids (list of int) with the package's
+    greedy loop (``course_view.greedy_uncached``) on a small random model: argmax of the last position's
+    logits, stop before EOS, stop at max_seq_len."""
+    from .course_view import greedy_uncached
+
+    def learner(case):
+        d = case.data
+        out = fn(d["model"], list(d["ids"]), d["n"], d["eos"])
+        try:
+            return torch.tensor([int(t) for t in out], dtype=torch.float32)
+        except (TypeError, ValueError):
+            raise _SetupError(f"return the new token ids as a list of ints; got {type(out).__name__}.") from None
+
+    def reference(case):
+        d = case.data
+        return torch.tensor(greedy_uncached(d["model"], d["ids"], d["n"], d["eos"]), dtype=torch.float32)
+
+    return _run("check_greedy", _greedy_cases(), learner, reference, _GREEDY_MISTAKES, atol=0.0, rtol=0.0,
+                fallback="Greedy: at each step run the model on all ids so far, take logits[0, -1].argmax(), stop at "
+                         "eos_id (not appended) or at max_seq_len.", verbose=verbose, what="greedy loop")

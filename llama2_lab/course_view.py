@@ -74,7 +74,11 @@ def call_progress(module: torch.nn.Module, total: int, desc: str = ""):
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="step", leave=True)
-    handle = module.register_forward_hook(lambda *_: bar.update(1))
+
+    def tick(*_):  # a forward hook that returns something would replace the module's output: return None
+        bar.update(1)
+
+    handle = module.register_forward_hook(tick)
     try:
         yield bar
     finally:
@@ -238,3 +242,25 @@ def kv_cache_figure(n_kv_heads: int = 8, stats: dict | None = None, measured_tit
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+# --- 06: the greedy loop, written out -------------------------------------------------------------
+@torch.no_grad()
+def greedy_uncached(model, ids, max_new_tokens: int, eos_id: int | None) -> list[int]:
+    """The package's greedy loop without a cache: the new ids (EOS not included), stopping at max_seq_len.
+
+    Each step runs the whole sequence so far; any model with ``args.max_seq_len`` and
+    ``forward(tokens) -> logits (B, T, V)`` works (notebook 06's check compares a learner's loop with this).
+    """
+    ids, new = list(ids), []
+    device = next(model.parameters()).device
+    for _ in range(max_new_tokens):
+        if len(ids) >= model.args.max_seq_len:
+            break
+        logits = model(torch.tensor([ids], device=device))[0, -1]  # (V,): the prediction for the next position
+        next_id = int(logits.argmax())
+        if next_id == eos_id:
+            break
+        ids.append(next_id)
+        new.append(next_id)
+    return new
