@@ -704,3 +704,33 @@ def test_block_substep_when_no_variant_matches():
 
     r = checks.check_block(WithOddFFN, verbose=False)
     assert not r.passed and r.mistake == "substep_feed_forward" and "feed-forward sub-layer" in r.hint, r.hint
+
+
+# --- the greedy loop ---------------------------------------------------------------------------------
+def _greedy(kind=None):
+    def fn(model, ids, n, eos):
+        ids, new = list(ids), []
+        for _ in range(n):
+            if len(ids) >= model.args.max_seq_len:
+                break
+            t = int(model(torch.tensor([ids]))[0, 0 if kind == "first" else -1].argmax())
+            if t == eos and kind != "eos_included":
+                break
+            ids.append(t)
+            new.append(t)
+            if t == eos:
+                break
+        return ids if kind == "prompt" else new
+    return fn
+
+
+def test_greedy_passes_and_names_mistakes():
+    from llama2_lab import course_view
+
+    assert checks.check_greedy(course_view.greedy_uncached, verbose=False).passed
+    assert checks.check_greedy(_greedy(), verbose=False).passed
+    assert_caught(checks.check_greedy(_greedy("first"), verbose=False), "first_position", "logits[0, -1]")
+    assert_caught(checks.check_greedy(_greedy("prompt"), verbose=False), "prompt_included", "only the new ids")
+    assert_caught(checks.check_greedy(_greedy("eos_included"), verbose=False), "eos_included", "before")
+    r = checks.check_greedy(_todo, verbose=False)
+    assert r.not_written and r.what == "greedy loop"
