@@ -8,6 +8,16 @@ missing causal mask…): the variant it matches names the mistake in the hint. N
 
     assert check_rmsnorm(MyRMSNorm).passed
 
+A learner's code that raises ``NotImplementedError`` (a TODO skeleton) is *not written yet*, not wrong:
+the check returns ``CheckResult(passed=False, not_written=True)`` and prints one line saying the
+notebook goes on with the package's version. ``use(result, mine, package, what)`` then returns what
+later cells should build with — the learner's version once it passes — so a student copy runs top to
+bottom whatever is filled in::
+
+    Norm = use(check_rmsnorm(MyRMSNorm), MyRMSNorm, RMSNorm, "RMSNorm")
+
+``check_answer(name, value, expected)`` does the same for an exercise's number (``...`` = not written).
+
 What each check expects of the learner's code (Meta's names, so package weights can be copied in):
 
 ==================  ===========================================================================
@@ -24,8 +34,14 @@ check_attention     a class ``C(args)`` with ``wq wk wv wo``; ``forward(x, freqs
 check_block         a class ``C(layer_id, args)`` with ``attention``, ``feed_forward``,
                     ``attention_norm``, ``ffn_norm``; forward as for attention
 check_model         a class ``C(args)`` with Meta's parameter names; ``forward(tokens)`` or
-                    ``forward(tokens, start_pos)`` -> logits (B, T, V)
+                    ``forward(tokens, start_pos=0, cache=None)`` -> logits (B, T, V); with start_pos,
+                    cached decoding in chunks at start_pos > 0 is checked (a package ``KVCache`` is
+                    passed if forward takes ``cache``), and one config has rope_theta 1e6
+check_greedy        ``fn(model, ids, max_new_tokens, eos_id)`` -> the new ids (list of int)
 ==================  ===========================================================================
+
+When no known mistake matches a block's or model's output, the check feeds the learner's own
+sub-layers the package's intermediate values and says which step differs.
 """
 
 from __future__ import annotations
