@@ -659,7 +659,8 @@ def check_rope(apply_rotary_emb=None, precompute_freqs_cis=None, verbose: bool =
                       lambda c: _rope.freqs_cis_real(c.data["head_dim"], c.data["end"], c.data["theta"]),
                       _ROPE_TABLE_MISTAKES, atol=1e-4, rtol=1e-4,
                       fallback="Angles are outer(arange(end), 1 / theta ** (arange(0, hd, 2) / hd)); the table "
-                               "is torch.polar(ones, angles), complex64 (end, head_dim/2).", verbose=False, what="RoPE")
+                               "is torch.polar(ones, angles), complex64 (end, head_dim/2).", verbose=False,
+                      what="RoPE table" if apply_rotary_emb is None else "RoPE")
         if not result.passed or apply_rotary_emb is None:
             if result.passed and notes:
                 result.note = notes[0]
@@ -676,7 +677,7 @@ def check_rope(apply_rotary_emb=None, precompute_freqs_cis=None, verbose: bool =
     out = _run("check_rope", _rope_apply_cases(), apply_learner,
                lambda c: _rope.apply_rotary_emb(c.data["xq"], c.data["xk"], c.data["table"]), _ROPE_MISTAKES,
                fallback="Pair (x[2i], x[2i+1]) at position m is rotated by the angle m·θ_i, in float32, then cast back.",
-               verbose=False, what="RoPE")
+               verbose=False, what="apply_rotary_emb" if precompute_freqs_cis is None else "RoPE")
     if result is not None and out.passed:
         out.cases += result.cases
         out.max_error = max(out.max_error, result.max_error)
