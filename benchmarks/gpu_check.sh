@@ -11,7 +11,9 @@
 #   3. llama2-lab bench --device cuda at batch 1: eager, compiled, HF default, HF static (Llama-2-7B
 #      shape, random bf16 weights) -> OUTDIR/bench_cuda_b1.json
 #   4. notebook 08's inference cells, executed as plain Python (the GPU image has no Jupyter)
-#   5. the same bench at batch 8 (1 repeat) with whatever time is left -> OUTDIR/bench_cuda_b8.json
+#   5. tensor parallelism and FSDP2 at world size 1 under NCCL (torchrun --nproc-per-node 1): greedy tokens
+#      equal to one process, the CLI, 8 training steps (multi-GPU runs are untested: one chip is lent)
+#   6. the same bench at batch 8 (1 repeat) with whatever time is left -> OUTDIR/bench_cuda_b8.json
 # Compiling costs 60-130 s per engine and batch size (RECIPES.md), so batch 8 may end partial.
 # The bench rewrites its JSON after every row, so a step stopped by its timeout keeps what it measured.
 # Exit status: 0 if every step passed, else the number of failed steps. Log: OUTDIR/gpu_check.log.
@@ -83,6 +85,36 @@ for i, cell in enumerate(cells):
     print(f"--- cell {i:2d} [{time.perf_counter() - t:6.1f} s] {first!r}: {verdict}", flush=True)
 print(f"{len(cells) - failed}/{len(cells)} code cells ran without an error")
 sys.exit(1 if failed else 0)
+EOF
+
+# Tensor parallelism (issue 21) at world size 1 under NCCL: the only size one lent chip allows. It runs the
+# whole distributed path (process group, device mesh, parallelize_module, DTensor weights, NCCL collectives)
+# but cannot show a real split; 2-process runs are tested on the CPU with gloo (tests/test_parallel.py).
+step "tensor parallel + FSDP2 at world size 1 (NCCL)" 150 $PY - "$OUTDIR" <<'EOF'
+import json, os, subprocess, sys, torch
+sys.path.insert(0, os.getcwd())
+from pathlib import Path
+from llama2_lab.formats import sharded as shards
+from llama2_lab import formats as checkpoint
+from llama2_lab.inference import generate
+out = Path(sys.argv[1]); env = {**os.environ, "PYTHONPATH": os.getcwd()}
+path = checkpoint.default_model_path()
+folder = shards.save_sharded(checkpoint.load_model(path), out / "tp_meta2", 2, checkpoint.load_tokenizer(path))
+run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
+p = subprocess.run(run + ["-m", "llama2_lab.inference.parallel", str(folder), "--prompt-ids", "1,52,7,300",
+                          "--max-new-tokens", "64", "--out", str(out / "tp_ws1.json")], env=env, timeout=120)
+assert p.returncode == 0, "tensor-parallel demo failed"
+demo = json.loads((out / "tp_ws1.json").read_text())
+ref = list(generate(checkpoint.load_model(folder, device="cuda"), [1, 52, 7, 300], 64, temperature=0.0, eos_id=None))
+print("backend", demo["backend"], "collectives per forward", demo["collectives_per_forward"])
+print("greedy tokens equal to one process on cuda:", demo["tokens"] == ref)
+assert demo["backend"] == "nccl" and demo["tokens"] == ref
+p = subprocess.run(run + ["-m", "llama2_lab.cli", "generate", str(folder), "--prompt", "Once upon a time",
+                          "--greedy", "--max-new-tokens", "40"], env=env, timeout=120)
+assert p.returncode == 0, "CLI generate under torchrun failed"
+p = subprocess.run(run + ["-m", "llama2_lab.cli", "train", "--preset", "test", "--device", "cuda", "--no-progress",
+                          "--samples", "0", "--out", str(out / "fsdp_ws1")], env=env, timeout=120)
+assert p.returncode == 0, "FSDP2 training under torchrun failed"
 EOF
 
 step "bench, batch 8" 300 $PY -m llama2_lab.cli bench --device cuda --batch 8 --repeats 1 --out "$OUTDIR/bench_cuda_b8.json"

@@ -120,6 +120,10 @@ def _load(args, check: Callable | None = None):
     if check is not None:
         check(tokenizer, formats.info(path)["args"])
     t0 = time.perf_counter()
+    from .inference.parallel import launched_by_torchrun
+
+    if launched_by_torchrun():  # `torchrun --nproc-per-node N -m llama2_lab.cli ...`: tensor parallel
+        return _load_parallel(args, path, tokenizer, t0)
     model = formats.load_model(path, device=device, dtype=dtype)
     vocab = model.args.vocab_size
     if len(tokenizer) > vocab:
@@ -130,7 +134,34 @@ def _load(args, check: Callable | None = None):
     return model, tokenizer
 
 
+def _load_parallel(args, path, tokenizer, t0: float):
+    """(model, tokenizer) split over the torchrun processes (parallel.py); only rank 0 prints."""
+    import torch
+
+    from .core.calc import human_bytes
+    from .inference import parallel, resolve_dtype
+
+    if getattr(args, "compile", False):
+        raise CLIError("--compile is not supported under torchrun (tensor parallel); drop --compile.")
+    ctx = parallel.init_distributed(args.device)
+    parallel.quiet_other_ranks(ctx)
+    dtype = resolve_dtype(args.dtype, ctx.device)
+    model = parallel.load_parallel(path, ctx, dtype=dtype)
+    # Every rank must draw the same token from the same logits: one seed for all (rank 0's if none given).
+    torch.manual_seed(parallel.shared_seed(ctx, args.seed))
+    held = parallel.rank_weight_bytes(model)
+    _note(f"loaded {path} ({model.num_params():,} parameters, {str(dtype).removeprefix('torch.')}) split over "
+          f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''} ({ctx.backend}, {ctx.device.type}): "
+          f"{human_bytes(held['sharded'] + held['replicated'])} of {human_bytes(held['full'])} of weights per rank, "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return model, tokenizer
+
+
 def _note(message: str) -> None:
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+        return
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
@@ -182,8 +213,11 @@ def add_generate(subparsers) -> None:
 # --- chat ----------------------------------------------------------------------------------------
 def run_chat(args) -> int:
     from .inference import fit_dialog, stream
+    from .inference.parallel import launched_by_torchrun
     from .text.chat import DialogError, encode_dialog, validate_dialog
 
+    if launched_by_torchrun():  # every process would read its own lines of stdin and fall out of step
+        raise CLIError("chat does not run under torchrun; use `generate` there, or chat in one process.")
     sampling = _sampling(args)
     if sys.stdin is None or sys.stdin.closed:
         raise CLIError("stdin is closed, and chat reads one message per line from it: run it in a terminal "

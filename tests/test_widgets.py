@@ -138,27 +138,37 @@ def test_activation_explorer():
     assert statistics.median(times) < 1.0
 
 
-def test_gqa_explorer_memory_and_lazy_speed(monkeypatch):
+def test_gqa_explorer_measures_once_and_never_while_the_slider_moves(monkeypatch):
     calls = []
-    monkeypatch.setattr(widgets, "measure_decode_speed", lambda k: calls.append(k) or 100.0 / k)
+
+    def fake(options):
+        calls.append(tuple(options))
+        return {k: {"median": 100.0 / k, "lo": 90.0 / k, "hi": 110.0 / k, "runs": [90.0 / k, 100.0 / k, 110.0 / k]}
+                for k in options}
+
+    monkeypatch.setattr(widgets, "measure_decode_all", fake)
     ex = widgets.GQAExplorer()
-    assert calls == [8] and ex.measured[8] == pytest.approx(12.5) and ex.measured[1] is None
+    assert calls == [(1, 2, 4, 8)]  # every option, once, when the explorer is made
+    assert ex.values == {"n_kv_heads": 8} and ex.measured[8] == pytest.approx(12.5)
+    assert ex.noise == pytest.approx(0.2) and "20%" in ex.status.value and "median of 3" in ex.status.value
     gib8 = ex.data["llama2-70b"]["chosen"][-1]
     ex.set(n_kv_heads=1)
-    assert calls == [8, 1] and ex.data["llama2-70b"]["chosen"][-1] == pytest.approx(gib8 / 8)
-    ex.set(n_kv_heads=8)
-    assert calls == [8, 1]  # measured once, then cached
+    assert ex.data["llama2-70b"]["chosen"][-1] == pytest.approx(gib8 / 8)
     heights = _bar_heights(ex.figure, 1)
-    assert heights.tolist() == pytest.approx([100.0, 0.0, 0.0, 12.5])
+    assert heights.tolist() == pytest.approx([100.0, 50.0, 25.0, 12.5])
     assert _update_cpu_seconds(ex, [{"n_kv_heads": 2}, {"n_kv_heads": 4}, {"n_kv_heads": 1}]) < 1.0
-    assert calls == [8, 1, 2, 4]
+    assert calls == [(1, 2, 4, 8)]  # the slider never re-measures
+    ex.measure_all()
+    assert calls == [(1, 2, 4, 8), (1, 2, 4, 8)]
+    assert widgets.GQAExplorer(measure=False, value=2).values == {"n_kv_heads": 2}
 
 
 def test_measure_decode_speed_is_real(monkeypatch):
     monkeypatch.setenv("LLAMA2_LAB_FAST", "1")
-    speed = widgets.measure_decode_speed(2, context=64, batch=1, steps=2)
-    assert 0 < speed < 1e6
-    assert widgets.measure_decode_speed(2, context=64, batch=1, steps=2) == speed  # cached
+    stats = widgets.measure_decode_all([1, 2], context=64, batch=1, steps=3)
+    for s in stats.values():
+        assert 0 < s["lo"] <= s["median"] <= s["hi"] < 1e7 and len(s["runs"]) == 3
+    assert widgets.measure_decode_speed(2, context=64, batch=1, steps=3) == stats[2]["median"]  # cached
 
 
 def test_config_explorer():

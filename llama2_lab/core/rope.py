@@ -44,13 +44,15 @@ def rotate_pairs(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     batch; or, with a leading batch dim, (B, T, hd/2[, 2]): each row at its own positions (padded chat
     batches, where rows of different lengths share one KV cache).
     """
-    pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, T, H, head_dim/2, 2)
+    xf = x if x.dtype == torch.float32 else x.float()  # no conversion op when it is float32 already
+    pairs = xf.reshape(*x.shape[:-1], -1, 2)  # (B, T, H, head_dim/2, 2)
     per_row = freqs_cis.dim() == (3 if freqs_cis.is_complex() else 4)
     if not torch.compiler.is_compiling():
         # Eager: one complex multiply is a single kernel (Meta's formulation), ~3x fewer ops than below.
         rot = freqs_cis if freqs_cis.is_complex() else torch.view_as_complex(freqs_cis)  # ([B,] T, head_dim/2)
         rot = rot[:, :, None, :] if per_row else rot[None, :, None, :]  # (B or 1, T, 1, head_dim/2)
-        return torch.view_as_real(torch.view_as_complex(pairs) * rot).flatten(-2).type_as(x)
+        out = torch.view_as_real(torch.view_as_complex(pairs) * rot).flatten(-2)  # (B, T, H, head_dim)
+        return out if out.dtype == x.dtype else out.type_as(x)
     # Compiled: the same rotation in real arithmetic, which the compiler fuses (it handles no complex dtypes).
     if freqs_cis.is_complex():
         freqs_cis = torch.view_as_real(freqs_cis)

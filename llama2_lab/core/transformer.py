@@ -175,7 +175,10 @@ class Transformer(nn.Module):
         if not 0 < max_len <= a.max_seq_len:
             raise CacheError(f"max_len must be in 1..{a.max_seq_len} (the model's max_seq_len), got {max_len}.")
         w = self.tok_embeddings.weight
-        return KVCache(a.n_layers, batch_size, max_len, a.kv_heads, a.head_dim,
+        first = self.layers[0]
+        assert isinstance(first, TransformerBlock)
+        n_kv_heads = first.attention.n_kv_heads  # the heads attention computes: fewer per rank under TP
+        return KVCache(a.n_layers, batch_size, max_len, n_kv_heads, a.head_dim,
                        device=device or w.device, dtype=dtype or w.dtype)
 
     @torch.no_grad()

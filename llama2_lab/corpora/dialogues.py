@@ -32,8 +32,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from . import stories as data
 from ..utils.validate import check_int
+from . import stories as data
 
 # --------------------------------------------------------------------------------------------
 # The user's questions and their plain answers

@@ -3,8 +3,22 @@ builder's blocks and the vocabulary of words.py; ``generate_story`` picks one.""
 
 import random
 
-from .builder import Character, _Story, _intro, _moral
-from .words import COLORS, FOODS, FOOD_ADJECTIVES_FOR, NUMBER_WORDS, PARAGRAPH_SEP, PLACE_INFO, SKILLS, TRIPS, a, at, ing, past, plural
+from .builder import Character, _intro, _moral, _Story
+from .words import (
+    COLORS,
+    FOOD_ADJECTIVES_FOR,
+    FOODS,
+    NUMBER_WORDS,
+    PARAGRAPH_SEP,
+    PLACE_INFO,
+    SKILLS,
+    TRIPS,
+    a,
+    at,
+    ing,
+    past,
+    plural,
+)
 
 
 def _plot_lost(s: _Story, A: Character) -> None:

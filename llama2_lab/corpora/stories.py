@@ -36,11 +36,38 @@ from pathlib import Path
 # The corpus's front door: the vocabulary (words.py), the builder and plots, and the document tools
 # (documents.py) are reached through this module, as notebooks 07-08 and the trainer do.
 from .builder import GROWNUPS, Character
-from .documents import (DOC_DELIMITER, TextFileError, batches, chunk_tensor, pack_documents, read_text_file,
-                        split_batch, split_documents, split_train_valid, text_documents)
+from .documents import (
+    DOC_DELIMITER,
+    TextFileError,
+    batches,
+    chunk_tensor,
+    pack_documents,
+    read_text_file,
+    split_batch,
+    split_documents,
+    split_train_valid,
+    text_documents,
+)
 from .plots import PLOTS, generate_story
-from .words import (ADJECTIVES, ANIMALS, BOY_NAMES, FOODS, GIRL_NAMES, GROUP_ACTIVITIES, NOUNS, PARAGRAPH_SEP,
-                    PLACE_INFO, PLACES, SOLO_ACTIVITIES, TOYS, VERBS, a, ing, past, plural)
+from .words import (
+    ADJECTIVES,
+    ANIMALS,
+    BOY_NAMES,
+    FOODS,
+    GIRL_NAMES,
+    GROUP_ACTIVITIES,
+    NOUNS,
+    PARAGRAPH_SEP,
+    PLACE_INFO,
+    PLACES,
+    SOLO_ACTIVITIES,
+    TOYS,
+    VERBS,
+    a,
+    ing,
+    past,
+    plural,
+)
 
 TRAIN_SEED = 20230718  # Llama 2's release date
 VALID_SEED = 7_000_001  # any other seed gives an independent stream

@@ -8,6 +8,16 @@ missing causal mask…): the variant it matches names the mistake in the hint. N
 
     assert check_rmsnorm(MyRMSNorm).passed
 
+A learner's code that raises ``NotImplementedError`` (a TODO skeleton) is *not written yet*, not wrong:
+the check returns ``CheckResult(passed=False, not_written=True)`` and prints one line saying the
+notebook goes on with the package's version. ``use(result, mine, package, what)`` then returns what
+later cells should build with — the learner's version once it passes — so a student copy runs top to
+bottom whatever is filled in::
+
+    Norm = use(check_rmsnorm(MyRMSNorm), MyRMSNorm, RMSNorm, "RMSNorm")
+
+``check_answer(name, value, expected)`` does the same for an exercise's number (``...`` = not written).
+
 What each check expects of the learner's code (Meta's names, so package weights can be copied in):
 
 ==================  ===========================================================================
@@ -24,14 +34,22 @@ check_attention     a class ``C(args)`` with ``wq wk wv wo``; ``forward(x, freqs
 check_block         a class ``C(layer_id, args)`` with ``attention``, ``feed_forward``,
                     ``attention_norm``, ``ffn_norm``; forward as for attention
 check_model         a class ``C(args)`` with Meta's parameter names; ``forward(tokens)`` or
-                    ``forward(tokens, start_pos)`` -> logits (B, T, V)
+                    ``forward(tokens, start_pos=0, cache=None)`` -> logits (B, T, V); with start_pos,
+                    cached decoding in chunks at start_pos > 0 is checked (a package ``KVCache`` is
+                    passed if forward takes ``cache``), and one config has rope_theta 1e6
+check_greedy        ``fn(model, ids, max_new_tokens, eos_id)`` -> the new ids (list of int)
 ==================  ===========================================================================
+
+When no known mistake matches a block's or model's output, the check feeds the learner's own
+sub-layers the package's intermediate values and says which step differs.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import os
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Callable
@@ -46,7 +64,7 @@ from ..core import norm as _norm
 from ..core import rope as _rope
 from ..core.config import ModelArgs
 
-__all__ = ["CheckResult", "check_rmsnorm", "check_rope", "check_swiglu", "check_repeat_kv",
+__all__ = ["CheckResult", "use", "check_answer", "check_greedy", "check_rmsnorm", "check_rope", "check_swiglu", "check_repeat_kv",
            "check_attention", "check_block", "check_model"]
 
 
@@ -61,18 +79,70 @@ class CheckResult:
     hint: str = ""
     mistake: str | None = None  # key of the diagnosed mistake, e.g. "layernorm"; None if none matched
     failed_case: str | None = None
+    not_written: bool = False  # the learner's code raised NotImplementedError (a TODO skeleton)
+    what: str = ""  # the component in words ("RMSNorm"), for the not-written line and ``use``
+    note: str = ""  # something worth knowing about a passing implementation (e.g. a wider dtype)
 
     def __bool__(self) -> bool:
         return self.passed
 
     def __str__(self) -> str:
+        if self.not_written:
+            what = self.what or self.name
+            return (f"{what}: not written yet — fill in the TODO cell above; the rest of this notebook uses "
+                    f"the package's {what}.")
         if self.passed:
-            return f"✓ {self.name}: passed {self.cases} cases (max error {self.max_error:.1g})"
+            line = f"✓ {self.name}: passed {self.cases} cases (max error {self.max_error:.1g})"
+            return line + (f"\n  note: {self.note}" if self.note else "")
         lines = [f"✗ {self.name}: failed on case {self.cases} — {self.failed_case}"]
         if not math.isnan(self.max_error):
             lines.append(f"  max error {self.max_error:.3g}")
         lines.append(f"  hint: {self.hint}")
         return "\n".join(lines)
+
+
+def use(result: CheckResult, mine, package, what: str):
+    """``mine`` if the learner's build passed its check, else ``package``; prints which one the notebook uses.
+
+    Later cells of a notebook call what this returns, so a student copy runs top to bottom whether or not
+    the TODO cells are filled in, and switches to the learner's own code as soon as it passes::
+
+        result = checks.check_rmsnorm(MyRMSNorm)
+        Norm = checks.use(result, MyRMSNorm, RMSNorm, "RMSNorm")
+    """
+    if result.passed:
+        print(f"Using your {what}.")
+        return mine
+    why = "is not written yet" if result.not_written else "did not pass its check"
+    print(f"Using the package's {what} (yours {why}).")
+    return package
+
+
+def check_answer(name: str, got, expected=None, *, ok: Callable | None = None, rel: float = 0.0,
+                 hint: str = "", verbose: bool = True) -> CheckResult:
+    """Check a value an exercise asks for. ``got`` is ``...`` (Ellipsis) while the TODO is not filled in.
+
+    Passes when ``ok(got)`` is true, or else when ``got`` equals ``expected`` (within ``rel`` relative
+    error for numbers). Prints one line; never raises on a wrong answer, so Run All goes on.
+    """
+    if got is ... or got is NotImplemented:
+        result = CheckResult(name, False, 0, math.nan, not_written=True, what=name)
+        if verbose:
+            print(f"{name}: not written yet — fill in the TODO cell above.")
+        return result
+    try:
+        if ok is not None:
+            passed = bool(ok(got))
+        elif isinstance(expected, (int, float)) and isinstance(got, (int, float)) and rel > 0:
+            passed = abs(got - expected) <= rel * abs(expected)
+        else:
+            passed = bool(got == expected)
+    except Exception as e:  # a comparison that cannot be made is a wrong answer, said plainly
+        passed, hint = False, f"{type(e).__name__}: {e}. {hint}"
+    result = CheckResult(name, passed, 1, math.nan, "" if passed else (hint or f"expected {expected!r}"), what=name)
+    if verbose:
+        print(f"✓ {name} = {got!r}" if passed else f"✗ {name} = {got!r}\n  hint: {result.hint}")
+    return result
 
 
 class _SetupError(Exception):
@@ -163,14 +233,34 @@ def _diagnose(got, want, case: _Case, mistakes: list[_Mistake], atol, rtol) -> _
 
 
 # --- exceptions in the learner's code -------------------------------------------------------
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # llama2_lab/
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+
+
+def _learner_frame(tb) -> traceback.FrameSummary | None:
+    """The last traceback frame in the learner's code: not in llama2_lab/, torch/ or Python itself."""
+    stdlib = os.path.dirname(os.path.abspath(inspect.__file__)) + os.sep
+    for frame in reversed(traceback.extract_tb(tb)):
+        path = os.path.abspath(frame.filename) if not frame.filename.startswith("<") else frame.filename
+        if path.startswith((_PACKAGE_DIR, _TORCH_DIR, stdlib)):
+            continue
+        return frame
+    return None
+
+
+def _where(frame: traceback.FrameSummary | None) -> str:
+    if frame is None:
+        return ""
+    code = f": {frame.line}" if frame.line else ""
+    name = frame.filename.rsplit("/", 1)[-1]
+    if "ipykernel" in frame.filename or name.startswith("<ipython-input"):
+        return f" (in your cell, line {frame.lineno}{code})"
+    return f" (at {name}:{frame.lineno}{code})"
+
+
 def _exception_hint(e: BaseException, extra: str = "") -> str:
     msg = str(e).split("\n")[0]
-    where = ""
-    for frame in reversed(traceback.extract_tb(e.__traceback__)):
-        if "torch" not in frame.filename and not frame.filename.endswith("checks.py"):
-            code = f": {frame.line}" if frame.line else ""
-            where = f" (at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}{code})"
-            break
+    where = _where(_learner_frame(e.__traceback__))
     low = msg.lower()
     if "view_as_complex" in low:
         tip = "torch.view_as_complex needs float32 pairs: do xq.float().reshape(..., -1, 2) first and cast the result back with .type_as(xq)."
@@ -195,13 +285,15 @@ def _exception_hint(e: BaseException, extra: str = "") -> str:
 
 # --- the runner ---------------------------------------------------------------------------------
 def _run(name, cases, learner, reference, mistakes, atol=2e-5, rtol=1e-4, fallback="", exc_extra=None,
-         verbose=True) -> CheckResult:
+         verbose=True, what="", substep=None) -> CheckResult:
     with torch.random.fork_rng(devices=[]):  # building modules draws from the global RNG: leave the learner's alone
         torch.manual_seed(0)
-        return _report(_run_cases(name, cases, learner, reference, mistakes, atol, rtol, fallback, exc_extra), verbose)
+        result = _run_cases(name, cases, learner, reference, mistakes, atol, rtol, fallback, exc_extra, substep)
+        result.what = what
+        return _report(result, verbose)
 
 
-def _run_cases(name, cases, learner, reference, mistakes, atol, rtol, fallback, exc_extra) -> CheckResult:
+def _run_cases(name, cases, learner, reference, mistakes, atol, rtol, fallback, exc_extra, substep=None) -> CheckResult:
     worst = 0.0
     for i, case in enumerate(cases, start=1):
         with torch.no_grad():
@@ -211,6 +303,8 @@ def _run_cases(name, cases, learner, reference, mistakes, atol, rtol, fallback, 
                 got = learner(case)
         except _SetupError as e:
             return CheckResult(name, False, i, math.nan, str(e), "setup", case.label)
+        except NotImplementedError:  # a TODO skeleton: not written yet, not wrong
+            return CheckResult(name, False, 0, math.nan, "", None, None, not_written=True)
         except Exception as e:  # the learner's code raised: say where, with which shapes
             extra = exc_extra(case, e) if exc_extra else ""
             return CheckResult(name, False, i, math.nan, _exception_hint(e, extra), "exception", case.label)
@@ -220,7 +314,17 @@ def _run_cases(name, cases, learner, reference, mistakes, atol, rtol, fallback, 
             if m is not None:
                 hint, key = m.hint, m.key
             else:
-                hint, key = f"{detail}. {fallback}", None
+                step = None
+                if substep is not None:
+                    try:
+                        with torch.no_grad():
+                            step = substep(case, got)
+                    except Exception:  # the diagnosis is a bonus: never let it hide the verdict
+                        step = None
+                if step is not None:
+                    key, hint = step
+                else:
+                    hint, key = f"{detail}. {fallback}", None
             return CheckResult(name, False, i, err, hint, key, case.label)
         dtype_msg = _dtype_problem(got, want)
         if dtype_msg:
@@ -315,6 +419,8 @@ def _rms_variant(kind):
             out = xf / (ms.sqrt() + eps)
         elif kind == "no_eps":
             out = xf * torch.rsqrt(ms)
+        elif kind.startswith("eps_fixed_"):
+            out = xf * torch.rsqrt(ms + float(kind[len("eps_fixed_"):]))
         elif kind == "sqrt_not_rsqrt":
             out = xf * torch.sqrt(ms + eps)
         else:
@@ -331,6 +437,11 @@ _RMS_MISTAKES = [
              "Put eps inside: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps).", _rms_variant("eps_outside_sqrt")),
     _Mistake("no_eps", "your output matches RMSNorm without eps: add eps inside the square root, rsqrt(mean(x²) + eps), "
              "so tiny vectors do not blow up.", _rms_variant("no_eps")),
+    _Mistake("eps_ignored", "your output matches eps = 1e-5 although the module was built with another eps: store "
+             "the constructor's eps (self.eps = eps) and use self.eps in forward (Meta's params.json sets norm_eps; "
+             "some Hugging Face configs use 1e-6).", _rms_variant("eps_fixed_1e-05")),
+    _Mistake("eps_ignored", "your output matches eps = 1e-6 although the module was built with another eps: store "
+             "the constructor's eps (self.eps = eps) and use self.eps in forward.", _rms_variant("eps_fixed_1e-06")),
     _Mistake("no_gain", "your output matches RMSNorm without the gain: multiply by self.weight (the learned "
              "per-channel gain g).", _rms_variant("no_gain")),
     _Mistake("wrong_dim", "your output matches the mean of x² taken over the wrong dim: normalise each vector over "
@@ -360,6 +471,8 @@ def _rms_cases() -> list[_Case]:
         ((2, 3, 8), torch.float32, 1e-5, 1.0, -1.0, "negative mean"),
         ((2, 7, 128), torch.bfloat16, 1e-5, 1.0, 0.2, "bfloat16"),
         ((2, 4, 64), torch.float16, 1e-5, 300.0, 0.0, "float16 with large values (x² > 65504)"),
+        ((2, 3, 16), torch.float32, 0.5, 1.0, 0.0, "a large eps, so the eps your module uses shows"),
+        ((1, 3, 32), torch.float32, 1e-3, 0.03, 0.0, "eps 1e-3 on small values"),
     ]
     cases = []
     for i, (shape, dtype, eps, scale, shift, note) in enumerate(spec):
@@ -375,9 +488,8 @@ def _rms_learner(obj):
         def run(case):
             x, w, eps = case.data["x"], case.data["w"], case.data["eps"]
             dim = x.shape[-1]
+            # The module is built with the case's eps and must use it: no eps is patched in afterwards.
             m = obj if isinstance(obj, nn.Module) else _build(obj, ((dim,), {"eps": eps}), ((dim, eps), {}), ((dim,), {}))
-            if hasattr(m, "eps"):
-                m.eps = eps
             gain = getattr(m, "weight", None)
             if not isinstance(gain, torch.Tensor):
                 ones = [p for _, p in m.named_parameters() if p.shape == (dim,)]
@@ -403,7 +515,7 @@ def check_rmsnorm(fn_or_module_class, verbose: bool = True) -> CheckResult:
     return _run("check_rmsnorm", _rms_cases(), _rms_learner(fn_or_module_class),
                 lambda c: _rms(c.data["x"], c.data["w"], c.data["eps"]), _RMS_MISTAKES,
                 fallback="Build it from x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight, in float32.",
-                verbose=verbose)
+                verbose=verbose, what="RMSNorm")
 
 
 # =============================================================================================
@@ -530,16 +642,28 @@ def check_rope(apply_rotary_emb=None, precompute_freqs_cis=None, verbose: bool =
     if apply_rotary_emb is None and precompute_freqs_cis is None:
         raise TypeError("check_rope needs apply_rotary_emb=..., precompute_freqs_cis=... or both.")
     result = None
+    notes: list[str] = []
     if precompute_freqs_cis is not None:  # check the table first; its verdict is printed only if it fails
         def table_learner(case):
             d = case.data
-            return _to_real_table(precompute_freqs_cis(d["head_dim"], d["end"], d["theta"]))
+            table = precompute_freqs_cis(d["head_dim"], d["end"], d["theta"])
+            if isinstance(table, torch.Tensor) and table.dtype in (torch.complex128, torch.float64):
+                # Right values in a wider dtype are fine: note it, compare the values.
+                if not notes:
+                    notes.append(f"your table is {str(table.dtype).replace('torch.', '')}; Meta's is complex64 "
+                                 "(float32 angles). The values agree, so it is accepted; complex64 halves its memory "
+                                 "and matches the reference bit for bit.")
+                table = table.to(torch.complex64 if table.is_complex() else torch.float32)
+            return _to_real_table(table)
         result = _run("check_rope (precompute_freqs_cis)", _rope_table_cases(), table_learner,
                       lambda c: _rope.freqs_cis_real(c.data["head_dim"], c.data["end"], c.data["theta"]),
                       _ROPE_TABLE_MISTAKES, atol=1e-4, rtol=1e-4,
                       fallback="Angles are outer(arange(end), 1 / theta ** (arange(0, hd, 2) / hd)); the table "
-                               "is torch.polar(ones, angles), complex64 (end, head_dim/2).", verbose=False)
+                               "is torch.polar(ones, angles), complex64 (end, head_dim/2).", verbose=False,
+                      what="RoPE table" if apply_rotary_emb is None else "RoPE")
         if not result.passed or apply_rotary_emb is None:
+            if result.passed and notes:
+                result.note = notes[0]
             return _report(result, verbose)
 
     def apply_learner(case):
@@ -553,10 +677,12 @@ def check_rope(apply_rotary_emb=None, precompute_freqs_cis=None, verbose: bool =
     out = _run("check_rope", _rope_apply_cases(), apply_learner,
                lambda c: _rope.apply_rotary_emb(c.data["xq"], c.data["xk"], c.data["table"]), _ROPE_MISTAKES,
                fallback="Pair (x[2i], x[2i+1]) at position m is rotated by the angle m·θ_i, in float32, then cast back.",
-               verbose=False)
+               verbose=False, what="apply_rotary_emb" if precompute_freqs_cis is None else "RoPE")
     if result is not None and out.passed:
         out.cases += result.cases
         out.max_error = max(out.max_error, result.max_error)
+        if notes:
+            out.note = notes[0]
     return _report(out, verbose)
 
 
@@ -645,7 +771,7 @@ def check_swiglu(module_class_or_fn, verbose: bool = True) -> CheckResult:
     """Compare a learner's SwiGLU: class ``C(dim, hidden_dim)`` with w1/w2/w3, or ``fn(x, w1, w2, w3)``."""
     return _run("check_swiglu", _swiglu_cases(), _swiglu_learner(module_class_or_fn),
                 lambda c: _ffn.swiglu(c.data["x"], c.data["w1"], c.data["w2"], c.data["w3"]), _SWIGLU_MISTAKES,
-                fallback="SwiGLU is w2(silu(w1(x)) * w3(x)) with no biases.", verbose=verbose)
+                fallback="SwiGLU is w2(silu(w1(x)) * w3(x)) with no biases.", verbose=verbose, what="SwiGLU")
 
 
 # =============================================================================================
@@ -694,7 +820,7 @@ def check_repeat_kv(fn, verbose: bool = True) -> CheckResult:
     """Compare ``fn(x, n_rep)``: (B, S, n_kv_heads, head_dim) -> (B, S, n_kv_heads·n_rep, head_dim)."""
     return _run("check_repeat_kv", _repeat_cases(), lambda c: fn(c.data["x"].clone(), c.data["n_rep"]),
                 lambda c: _attn.repeat_kv(c.data["x"], c.data["n_rep"]), _REPEAT_MISTAKES,
-                fallback="Query head h uses KV head h // n_rep.", verbose=verbose)
+                fallback="Query head h uses KV head h // n_rep.", verbose=verbose, what="repeat_kv")
 
 
 # =============================================================================================
@@ -849,10 +975,37 @@ def _load_weights(module: nn.Module, state: dict, what: str) -> None:
     module.load_state_dict(state, strict=False)
 
 
+def _heads_evidence(msg: str, H: int, KV: int, B: int) -> bool:
+    """Does an error message show a size that is off by exactly the n_rep factor in the heads?
+
+    E.g. "size of tensor a (4) must match the size of tensor b (2)" with n_heads 4, n_kv_heads 2, or a
+    batched matmul that got B·n_kv_heads where it wanted B·n_heads, or a view whose shape holds n_rep
+    times the elements it was given.
+    """
+    n_rep = H // KV
+    numbers = [int(n) for n in re.findall(r"\d+", msg)]
+    pairs = {(H, KV), (KV, H), (B * H, B * KV), (B * KV, B * H)}
+    m = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", msg)
+    if m:
+        return (int(m.group(1)), int(m.group(2))) in pairs
+    m = re.search(r"shape '\[([\d, -]+)\]' is invalid for input of size (\d+)", msg)
+    if m:
+        dims = [int(d) for d in m.group(1).split(",") if d.strip() not in ("-1", "")]
+        return math.prod(dims) == int(m.group(2)) * n_rep
+    m = re.search(r"to be: \[(\d+), (\d+)\] but got: \[(\d+), (\d+)\]", msg)  # bmm batch dims
+    if m:
+        return (int(m.group(1)), int(m.group(3))) in pairs
+    return any((a, b) in pairs for a, b in zip(numbers, numbers[1:]))
+
+
 def _exc_extra_heads(case: _Case, e: BaseException) -> str:
-    H, KV = case.data.get("H"), case.data.get("KV")
-    if H and KV and H != KV and ("size" in str(e) or "shape" in str(e)):
-        return f"This case has n_kv_heads={KV} < n_heads={H}: did you repeat_kv k and v (n_rep={H // KV})? "
+    """Suggest repeat_kv only when the error shows the heads off by the n_rep factor."""
+    d = case.data
+    H, KV = d.get("H"), d.get("KV")
+    B = d["x"].shape[0] if isinstance(d.get("x"), torch.Tensor) else 1
+    if H and KV and H != KV and _heads_evidence(str(e).split("\n")[0], H, KV, B):
+        return (f"The sizes in the error are n_heads={H} against n_kv_heads={KV} (a factor n_rep={H // KV}): "
+                f"did you repeat_kv k and v before the scores? ")
     return ""
 
 
@@ -885,7 +1038,7 @@ def check_attention(module_class, verbose: bool = True) -> CheckResult:
         c.data["x"], c.data["W"], c.data["table"], c.data["H"], c.data["KV"], c.data["starts"], kind))(k))
         for k, h in _ATTN_HINTS.items()]
     return _run("check_attention", _attention_cases(uses_cache), learner, reference, mistakes, atol=1e-4, rtol=1e-3,
-                fallback=_ATTN_FALLBACK, exc_extra=_exc_extra_heads, verbose=verbose)
+                fallback=_ATTN_FALLBACK, exc_extra=_exc_extra_heads, verbose=verbose, what="Attention")
 
 
 # --- block ---------------------------------------------------------------------------------------
@@ -910,6 +1063,16 @@ def _block_fn(x, P, freqs, H, KV, eps, starts, kind=None):
     if kind == "ffn_residual_from_x":
         h = x + attn(norm(x, an))
         return x + ffn(norm(h, fn_))
+    if kind == "attn_residual_missing":
+        h = attn(norm(x, an))
+        return h + ffn(norm(h, fn_))
+    if kind == "ffn_residual_missing":
+        h = x + attn(norm(x, an))
+        return ffn(norm(h, fn_))
+    if kind == "no_ffn":
+        return x + attn(norm(x, an))
+    if kind == "no_attention":
+        return x + ffn(norm(x, fn_))
     h = x + attn(norm(x, an))
     return h + ffn(norm(h, fn_))
 
@@ -925,6 +1088,14 @@ _BLOCK_HINTS = {
                            "(after attention), not x.",
     "norms_swapped": "your output matches the two norms swapped: attention_norm goes before attention, ffn_norm "
                      "before the feed-forward.",
+    "attn_residual_missing": "the residual of the attention branch is missing: your output matches "
+                             "h = attention(attention_norm(x)) without the + x. Write h = x + attention(...).",
+    "ffn_residual_missing": "the residual of the feed-forward branch is missing: your output matches "
+                            "out = feed_forward(ffn_norm(h)) without the + h. Write out = h + feed_forward(...).",
+    "no_ffn": "the feed-forward branch is missing: your output matches h = x + attention(attention_norm(x)) "
+              "alone. Add out = h + feed_forward(ffn_norm(h)).",
+    "no_attention": "the attention branch is missing: your output matches x + feed_forward(ffn_norm(x)). "
+                    "First h = x + attention(attention_norm(x), freqs_cis), then the feed-forward on h.",
 }
 
 
@@ -950,12 +1121,61 @@ def _block_cases(cached: bool) -> list[_Case]:
     return cases
 
 
+def _differs(got, want, dtype, atol=1e-4, rtol=1e-3) -> bool:
+    return not _close(got, want, dtype, atol, rtol)[0]
+
+
+def _block_substep(m: nn.Module, case: _Case, prefix: str = "your block's") -> tuple[str, str] | None:
+    """Which sub-step of a learner's block differs from the package's, each fed the same input.
+
+    Feeds the learner's own attention_norm, attention, ffn_norm and feed_forward the package's intermediate
+    values (uncached) and compares each output with the package's piece. None if nothing can be told apart.
+    """
+    d = case.data
+    P, x, eps = d["P"], d["x"], d["eps"]
+    W = {k: P[f"attention.{k}.weight"] for k in ("wq", "wk", "wv", "wo")}
+    T = x.shape[1]
+    freqs = torch.view_as_complex(d["table"].contiguous())
+    an = _norm.rms_norm(x, P["attention_norm.weight"], eps)
+    a = _attention_fn(an, W, d["table"], d["H"], d["KV"], [0])
+    h = x + a
+    fn_in = _norm.rms_norm(h, P["ffn_norm.weight"], eps)
+    f = _ffn.swiglu(fn_in, P["feed_forward.w1.weight"], P["feed_forward.w2.weight"], P["feed_forward.w3.weight"])
+    subs = [("attention_norm", lambda mod: mod(x), an, "the RMSNorm before attention (attention_norm)",
+             "check it with check_rmsnorm, and build it with args.norm_eps"),
+            ("attention", lambda mod: _call_by_name(mod.forward, an, dict(freqs_cis=freqs, start_pos=0, cache=None,
+                                                                            mask=_meta_mask(T, T)), "attention"),
+             a, "the attention sub-layer", "check it with check_attention first"),
+            ("ffn_norm", lambda mod: mod(h), fn_in, "the RMSNorm before the feed-forward (ffn_norm)",
+             "check it with check_rmsnorm, and build it with args.norm_eps"),
+            ("feed_forward", lambda mod: mod(fn_in), f, "the feed-forward sub-layer", "check it with check_swiglu")]
+    for name, run, want, words, tip in subs:
+        mod = getattr(m, name, None)
+        if not isinstance(mod, nn.Module):
+            continue
+        try:
+            got = run(mod)
+        except Exception:
+            return (f"substep_{name}", f"{prefix} {words} raises on the package's input of that step: {tip}.")
+        if _differs(got, want, case.dtype):
+            return (f"substep_{name}", f"{prefix} {words} differs from the package's on the same input "
+                                       f"(everything before it matches): {tip}.")
+    if len(d.get("starts", [0])) > 1:
+        return ("substep_cache", f"{prefix} sub-layers each match the package's, uncached; the cached chunks "
+                                 "differ: pass start_pos and the cache through to the attention, and give it the "
+                                 "RoPE rows of positions start_pos.. (freqs_cis[start_pos : start_pos + T]).")
+    return ("substep_combine", f"{prefix} four sub-layers each match the package's on the same input; the way the "
+                               "block combines them differs: h = x + attention(attention_norm(x)); "
+                               "out = h + feed_forward(ffn_norm(h)).")
+
+
 def check_block(cls, verbose: bool = True) -> CheckResult:
     """Compare a learner's ``TransformerBlock(layer_id, args)`` (Meta names) with the package's block."""
     _require_module(cls, "check_block", "MyBlock")
     fwd = cls.forward if _is_module_class(cls) else type(cls).forward
     uses_cache = "cache" in inspect.signature(fwd).parameters
     from ..core.transformer import TransformerBlock
+    built: dict = {}
 
     def learner(case):
         d = case.data
@@ -963,6 +1183,7 @@ def check_block(cls, verbose: bool = True) -> CheckResult:
         m = cls if isinstance(cls, nn.Module) else _build(cls, ((0, args), {}), ((args, 0), {}), ((args,), {}))
         _load_weights(m, d["P"], f"{type(m).__name__}(0, args)")
         m = m.to(case.dtype)
+        built["m"] = m
         hd = d["dim"] // d["H"]
         make_cache = lambda: _attn.KVCache(1, d["x"].shape[0], d["x"].shape[1], d["KV"], hd, dtype=case.dtype)
         return _run_chunks(m.forward, d["x"], d["table"], d["starts"], make_cache, uses_cache and len(d["starts"]) > 1)
@@ -980,12 +1201,17 @@ def check_block(cls, verbose: bool = True) -> CheckResult:
         for k, h in hints.items()]
     return _run("check_block", _block_cases(uses_cache), learner, reference, mistakes, atol=1e-4, rtol=1e-3,
                 fallback="A Llama block: h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h)).",
-                exc_extra=_exc_extra_heads, verbose=verbose)
+                exc_extra=_exc_extra_heads, verbose=verbose, what="TransformerBlock",
+                substep=lambda case, got: _block_substep(built["m"], case) if "m" in built else None)
 
 
 # --- model ---------------------------------------------------------------------------------------
-def _model_fn(tokens, sd, args: ModelArgs, kind=None):
-    """Meta's Transformer forward over a state dict, with an optional known mistake."""
+def _model_fn(tokens, sd, args: ModelArgs, kind=None, starts=(0,)):
+    """Meta's Transformer forward over a state dict, with an optional known mistake.
+
+    ``starts``: the chunks a cached run feeds (prefill, then more); the result is the same as one pass
+    unless ``kind`` is a mistake that only shows when decoding with a cache.
+    """
     emb, out_w = sd["tok_embeddings.weight"], sd["output.weight"]
     if kind == "tied_to_output":
         emb = out_w
@@ -995,11 +1221,15 @@ def _model_fn(tokens, sd, args: ModelArgs, kind=None):
     if kind == "emb_scaled":
         h = h * math.sqrt(args.dim)
     T = tokens.shape[1]
-    table = _rope.freqs_cis_real(args.head_dim, T, args.rope_theta)
+    theta = 10000.0 if kind == "theta_ignored" else args.rope_theta
+    table = _rope.freqs_cis_real(args.head_dim, T, theta)  # (T, head_dim/2, 2)
+    if kind == "rope_not_offset":  # every chunk rotated as if it started at position 0
+        bounds = list(starts) + [T]
+        table = torch.cat([table[: e - s] for s, e in zip(bounds[:-1], bounds[1:])])
     block_kind = kind if kind in _BLOCK_HINTS or kind in _ATTN_HINTS else None
     for i in range(args.n_layers):
         P = {k[len(f"layers.{i}."):]: v for k, v in sd.items() if k.startswith(f"layers.{i}.")}
-        h = _block_fn(h, P, table, args.n_heads, args.kv_heads, args.norm_eps, [0], block_kind)
+        h = _block_fn(h, P, table, args.n_heads, args.kv_heads, args.norm_eps, list(starts), block_kind)
     if kind != "no_final_norm":
         h = _norm.rms_norm(h, sd["norm.weight"], args.norm_eps)
     return F.linear(h, out_w).float()  # (B, T, V)
@@ -1013,49 +1243,136 @@ _MODEL_HINTS = {
     "tied_to_embedding": "your logits match logits computed with the embedding matrix: use the separate "
                          "self.output head (untied in Llama 2).",
     "emb_scaled": "your logits match embeddings scaled by sqrt(dim): Llama uses the embedding rows as they are.",
+    "theta_ignored": "your logits match RoPE with theta = 10000 although this config has another rope_theta: "
+                     "build the table with args.rope_theta (Code Llama uses 1e6).",
+    "rope_not_offset": "the first chunk is right but the later cached chunks match RoPE restarted at position 0: "
+                       "a chunk at start_pos needs the rows freqs_cis[start_pos : start_pos + T].",
     "post_norm": _BLOCK_HINTS["post_norm"],
     "no_residual": _BLOCK_HINTS["no_residual"],
     "parallel": _BLOCK_HINTS["parallel"],
+    "attn_residual_missing": _BLOCK_HINTS["attn_residual_missing"],
+    "ffn_residual_missing": _BLOCK_HINTS["ffn_residual_missing"],
     "no_mask": _ATTN_HINTS["no_mask"],
     "no_rope": _ATTN_HINTS["no_rope"],
     "repeat_tiled": _ATTN_HINTS["repeat_tiled"],
+    "cache_ignored": _ATTN_HINTS["cache_ignored"],
+    "mask_not_offset": _ATTN_HINTS["mask_not_offset"],
 }
 
 
-def _model_cases() -> list[_Case]:
+def _model_cases(cached: bool) -> list[_Case]:
     from ..core.transformer import Transformer
 
     cases = []
-    for i, (preset, dtype) in enumerate([("tiny", torch.float32), ("tiny-mha", torch.float32),
-                                         ("tiny-mqa", torch.float32), ("tiny", torch.bfloat16)]):
+    spec = [("tiny", torch.float32, None), ("tiny-mha", torch.float32, None), ("tiny-mqa", torch.float32, None),
+            ("tiny", torch.bfloat16, None), ("tiny", torch.float32, 1e6)]
+    for i, (preset, dtype, theta) in enumerate(spec):
         args = ModelArgs.from_name(preset, vocab_size=96, max_seq_len=32)
+        if theta is not None:
+            args = args.replace(rope_theta=theta)
         model = Transformer(args).init_weights(std=0.08, seed=900 + i)
         with torch.no_grad():
             for j, (name, p) in enumerate(model.named_parameters()):
                 if p.dim() == 1:
                     p.copy_(_randn(*p.shape, seed=910 + 50 * i + j, scale=0.3, shift=1.0))
         sd = {k: v.to(dtype) for k, v in model.state_dict().items()}
-        tokens = torch.randint(0, args.vocab_size, (2, 7), generator=_gen(920 + i))
-        label = (f"tokens (2, 7), preset {preset!r} (n_heads {args.n_heads}, n_kv_heads {args.kv_heads}), "
-                 f"{str(dtype).replace('torch.', '')}")
-        cases.append(_Case(label, dtype, dict(args=args, sd=sd, tokens=tokens)))
+        T = 7 if theta is None else 12
+        tokens = torch.randint(0, args.vocab_size, (2, T), generator=_gen(920 + i))
+        label = (f"tokens (2, {T}), preset {preset!r} (n_heads {args.n_heads}, n_kv_heads {args.kv_heads}), "
+                 f"{str(dtype).replace('torch.', '')}" + (f", rope_theta {theta:g}" if theta is not None else ""))
+        cases.append(_Case(label, dtype, dict(args=args, sd=sd, tokens=tokens, starts=[0])))
+        if cached and dtype == torch.float32 and i in (0, 4):
+            starts = [0, 4, T - 1]  # a prompt, a chunk at start_pos 4, then one token
+            cases.append(_Case(label + f", cached decoding in chunks at start_pos {', '.join(map(str, starts))}", dtype,
+                               dict(args=args, sd=sd, tokens=tokens, starts=starts)))
     return cases
 
 
+def _forward_params(cls_or_module) -> tuple[str | None, str | None]:
+    """The names ``forward`` uses for start_pos and the cache (None if it takes none)."""
+    owner = cls_or_module if isinstance(cls_or_module, type) else type(cls_or_module)
+    names = [p.name for p in inspect.signature(owner.forward).parameters.values()
+             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)][1:]  # without self
+    pos = next((n for n in names[1:] if n in _ALIASES["start_pos"]), None)
+    cache = next((n for n in names[1:] if n in _ALIASES["cache"]), None)
+    return pos, cache
+
+
+def _model_substep(m: nn.Module, case: _Case) -> tuple[str, str] | None:
+    """Which piece of a learner's model differs: embedding, a block (fed the package's input), the final norm."""
+    d = case.data
+    args, sd, tokens = d["args"], d["sd"], d["tokens"]
+    T = tokens.shape[1]
+    table = _rope.freqs_cis_real(args.head_dim, T, args.rope_theta)
+    h = F.embedding(tokens, sd["tok_embeddings.weight"])
+    emb = getattr(m, "tok_embeddings", None)
+    if isinstance(emb, nn.Module) and _differs(emb(tokens), h, case.dtype):
+        return ("substep_embedding", "your tok_embeddings gives other vectors than the package's embedding: use "
+                                     "nn.Embedding(vocab_size, dim) and look the tokens up as they are.")
+    layers = getattr(m, "layers", None)
+    for i in range(args.n_layers):
+        P = {k[len(f"layers.{i}."):]: v for k, v in sd.items() if k.startswith(f"layers.{i}.")}
+        want = _block_fn(h, P, table, args.n_heads, args.kv_heads, args.norm_eps, [0])
+        if isinstance(layers, nn.ModuleList) and i < len(layers):
+            try:
+                got = _call_by_name(layers[i].forward, h, dict(freqs_cis=torch.view_as_complex(table.contiguous()),
+                                                               start_pos=0, cache=None, mask=_meta_mask(T, T)), "block")
+            except Exception:
+                got = None
+            if got is not None and _differs(got, want, case.dtype):
+                c = _Case(case.label, case.dtype, dict(P=P, x=h, H=args.n_heads, KV=args.kv_heads, dim=args.dim,
+                                                       eps=args.norm_eps, table=table, starts=[0]))
+                inner = _block_substep(layers[i], c, prefix=f"in block {i},")
+                if inner is not None and inner[0] != "substep_combine":
+                    return inner
+                return ("substep_block", f"block {i} differs from the package's block on the same input: check "
+                                         "MyBlock with check_block (and that the model gives it the RoPE table "
+                                         "for args.rope_theta).")
+        h = want
+    if len(d["starts"]) > 1:
+        return ("substep_cache", "the uncached logits are right; the cached chunks differ: for a chunk at start_pos "
+                                 "take freqs_cis[start_pos : start_pos + T], pass start_pos and the cache to every "
+                                 "block, and attend to the cached prefix.")
+    fn = getattr(m, "norm", None)
+    if isinstance(fn, nn.Module) and _differs(fn(h), _norm.rms_norm(h, sd["norm.weight"], args.norm_eps), case.dtype):
+        return ("substep_final_norm", "your blocks match; the final norm differs: self.norm = RMSNorm(dim, "
+                                      "args.norm_eps), applied to h before self.output.")
+    return None
+
+
 def check_model(cls, verbose: bool = True) -> CheckResult:
-    """Load the package model's state dict (Meta names) into a learner's ``Transformer(args)``; compare logits."""
+    """Load the package model's state dict (Meta names) into a learner's ``Transformer(args)``; compare logits.
+
+    If ``forward`` takes ``start_pos`` (and ``cache``, a package ``KVCache``; without one, the model keeps
+    its own cache, as Meta's does), cached decoding in chunks at start_pos > 0 is checked too.
+    """
     from ..core.transformer import Transformer
 
     _require_module(cls, "check_model", "MyTransformer")
+    pos_name, cache_name = _forward_params(cls)
+    built: dict = {}
 
     def learner(case):
         d = case.data
         m = _build(cls, ((d["args"],), {})) if _is_module_class(cls) else cls
         _load_weights(m, d["sd"], f"{type(m).__name__}(args)")
         m = m.to(case.dtype)
-        first = [p for p in inspect.signature(m.forward).parameters.values()]
-        needs_pos = len(first) > 1 and first[1].default is first[1].empty
-        logits = m(d["tokens"], 0) if needs_pos else m(d["tokens"])
+        built["m"] = m
+        tokens, starts = d["tokens"], d["starts"]
+        if len(starts) > 1:
+            a = d["args"]
+            cache = _attn.KVCache(a.n_layers, tokens.shape[0], tokens.shape[1], a.kv_heads, a.head_dim, dtype=case.dtype)
+            bounds, outs = list(starts) + [tokens.shape[1]], []
+            for s, e in zip(bounds[:-1], bounds[1:]):
+                kwargs = {pos_name: s}
+                if cache_name:
+                    kwargs[cache_name] = cache
+                outs.append(m(tokens[:, s:e], **kwargs))
+            logits = torch.cat(outs, 1)
+        else:
+            params = [p for p in inspect.signature(m.forward).parameters.values()]
+            needs_pos = len(params) > 1 and params[1].default is params[1].empty
+            logits = m(tokens, 0) if needs_pos else m(tokens)
         return logits.float() if isinstance(logits, torch.Tensor) else logits
 
     def reference(case):
@@ -1064,7 +1381,88 @@ def check_model(cls, verbose: bool = True) -> CheckResult:
         ref.load_state_dict(d["sd"])
         return ref.to(case.dtype)(d["tokens"])
 
-    mistakes = [_Mistake(k, h, (lambda kind: lambda c: _model_fn(c.data["tokens"], c.data["sd"], c.data["args"], kind))(k))
+    mistakes = [_Mistake(k, h, (lambda kind: lambda c: _model_fn(c.data["tokens"], c.data["sd"], c.data["args"], kind,
+                                                                  c.data["starts"]))(k))
                 for k, h in _MODEL_HINTS.items()]
-    return _run("check_model", _model_cases(), learner, reference, mistakes, atol=2e-4, rtol=1e-3,
-                fallback="Llama: embed; n_layers pre-norm blocks; final RMSNorm; untied output head.", verbose=verbose)
+    result = _run("check_model", _model_cases(pos_name is not None), learner, reference, mistakes, atol=2e-4, rtol=1e-3,
+                  fallback="Llama: embed; n_layers pre-norm blocks; final RMSNorm; untied output head.", verbose=False,
+                  what="Transformer", substep=lambda case, got: _model_substep(built["m"], case) if "m" in built else None)
+    if result.passed and pos_name is None:
+        result.note = ("forward takes no start_pos, so cached decoding was not checked: give it "
+                       "forward(tokens, start_pos=0, cache=None) to have it checked.")
+    return _report(result, verbose)
+
+
+
+# --- the greedy loop -------------------------------------------------------------------------------
+def _greedy_variant(kind):
+    def fn(case):
+        d = case.data
+        model, ids, n, eos = d["model"], list(d["ids"]), d["n"], d["eos"]
+        new = []
+        with torch.no_grad():
+            for _ in range(n):
+                if kind != "past_context" and len(ids) >= model.args.max_seq_len:
+                    break
+                logits = model(torch.tensor([ids[-model.args.max_seq_len:]]))[0]
+                nxt = int(logits[0 if kind == "first_position" else -1].argmax())
+                if nxt == eos and kind != "ignores_eos":
+                    if kind == "eos_included":
+                        new.append(nxt)
+                    break
+                ids.append(nxt)
+                new.append(nxt)
+        out = (list(d["ids"]) + new) if kind == "prompt_included" else new
+        return torch.tensor(out, dtype=torch.float32)
+    return fn
+
+
+_GREEDY_MISTAKES = [
+    _Mistake("first_position", "your tokens match the prediction of the *first* position at every step: the next "
+             "token comes from the logits of the last position, logits[0, -1].", _greedy_variant("first_position")),
+    _Mistake("prompt_included", "your list starts with the prompt: return only the new ids (the notebook prints "
+             "prompt + new).", _greedy_variant("prompt_included")),
+    _Mistake("eos_included", "your list ends with the EOS id: stop *before* appending it.", _greedy_variant("eos_included")),
+    _Mistake("ignores_eos", "your loop goes on after the model picked EOS: stop when next_id == eos_id.",
+             _greedy_variant("ignores_eos")),
+]
+
+
+def _greedy_cases() -> list[_Case]:
+    from ..core.transformer import Transformer
+
+    args = ModelArgs.from_name("tiny", vocab_size=48, max_seq_len=16)
+    model = Transformer(args).init_weights(std=0.3, seed=1234).eval()
+    prompt = [1, 7, 19]
+    free = _greedy_variant(None)(_Case("", torch.float32, dict(model=model, ids=prompt, n=8, eos=-1))).long().tolist()
+    unused = next(i for i in range(3, args.vocab_size) if i not in free)
+    eos_at = free[3]  # the model's 4th greedy token becomes EOS: the loop must stop before it
+    long_prompt = [1] + [int(t) for t in torch.randint(3, args.vocab_size, (12,), generator=_gen(5))]
+    spec = [(prompt, 8, unused, "prompt of 3 tokens, 8 new, EOS never chosen"),
+            (prompt, 8, eos_at, f"prompt of 3 tokens, 8 new, EOS = {eos_at} (the model's 4th greedy choice)"),
+            (long_prompt, 10, unused, f"prompt of {len(long_prompt)} tokens, 10 new, max_seq_len {args.max_seq_len}: "
+                                      "stop at the end of the context")]
+    return [_Case(label, torch.float32, dict(model=model, ids=ids, n=n, eos=eos)) for ids, n, eos, label in spec]
+
+
+def check_greedy(fn, verbose: bool = True) -> CheckResult:
+    """Compare ``fn(model, ids, max_new_tokens, eos_id)`` -> the new ids (list of int) with the package's
+    greedy loop (``course_view.greedy_uncached``) on a small random model: argmax of the last position's
+    logits, stop before EOS, stop at max_seq_len."""
+    from .view import greedy_uncached
+
+    def learner(case):
+        d = case.data
+        out = fn(d["model"], list(d["ids"]), d["n"], d["eos"])
+        try:
+            return torch.tensor([int(t) for t in out], dtype=torch.float32)
+        except (TypeError, ValueError):
+            raise _SetupError(f"return the new token ids as a list of ints; got {type(out).__name__}.") from None
+
+    def reference(case):
+        d = case.data
+        return torch.tensor(greedy_uncached(d["model"], d["ids"], d["n"], d["eos"]), dtype=torch.float32)
+
+    return _run("check_greedy", _greedy_cases(), learner, reference, _GREEDY_MISTAKES, atol=0.0, rtol=0.0,
+                fallback="Greedy: at each step run the model on all ids so far, take logits[0, -1].argmax(), stop at "
+                         "eos_id (not appended) or at max_seq_len.", verbose=verbose, what="greedy loop")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import os
+import statistics
 import time
 
 import ipywidgets as W
@@ -175,79 +176,127 @@ class ActivationExplorer(Explorer):
 
 
 # --- GQA: memory from calc.py, speed measured on this machine ---------------------------------------
-_SPEED_CACHE: dict[tuple, float] = {}
+_SPEED_CACHE: dict[tuple, dict] = {}
 
 
-def measure_decode_speed(n_kv_heads: int, context: int | None = None, batch: int | None = None,
-                         steps: int | None = None, seed: int = 0) -> float:
-    """Tokens/s of cached decoding for a tiny model (dim 256, 8 query heads, 2 layers) at ``context``.
+def _quartiles(runs: list[float]) -> dict:
+    runs = sorted(runs)
+    q = statistics.quantiles(runs, n=4, method="inclusive") if len(runs) > 1 else [runs[0]] * 3
+    return {"median": q[1], "lo": q[0], "hi": q[2], "runs": runs}
 
-    Decoding starts at position ``context`` with a cache of that many positions already in place
-    (zeros: the values do not change the arithmetic's cost), for ``batch`` sequences; the fastest of
-    ``steps`` single-token steps is used. At this size the KV cache, not the weights, dominates
-    the bytes read per token, as for a large model at long context. Results are cached per setting;
-    ``LLAMA2_LAB_FAST=1`` shortens the run.
+
+def measure_decode_all(options, context: int | None = None, batch: int | None = None, steps: int | None = None,
+                       seed: int = 0) -> dict[int, dict]:
+    """Tokens/s of cached decoding for each ``n_kv_heads`` in ``options``, measured interleaved.
+
+    A tiny model (dim 256, 8 query heads, 2 layers) per option decodes single tokens at position
+    ``context`` with a cache of that many positions in place (zeros: values do not change the cost), for
+    ``batch`` sequences. The options take turns, one step each, ``steps`` rounds after a warm-up round, so
+    a burst of other work on the machine hits every option alike. At this size the KV cache, not the
+    weights, dominates the bytes read per token, as for a large model at long context. Returns
+    {n_kv_heads: {"median", "lo", "hi", "runs"}} in tokens/s (lo, hi: the quartiles; runs: every step),
+    cached per setting; ``LLAMA2_LAB_FAST=1`` shortens the run.
     """
     from ..core.transformer import Transformer
 
     fast = os.environ.get("LLAMA2_LAB_FAST") == "1"
     context = context or (1024 if fast else 4096)
     batch = batch or (4 if fast else 8)
-    steps = steps or (3 if fast else 6)
-    key = (n_kv_heads, context, batch, steps)
-    if key in _SPEED_CACHE:
-        return _SPEED_CACHE[key]
-    args = ModelArgs(dim=256, n_layers=2, n_heads=8, n_kv_heads=n_kv_heads, vocab_size=256, multiple_of=32,
-                     max_seq_len=context + steps + 1)
-    with torch.random.fork_rng(devices=[]):
-        model = Transformer(args).init_weights(seed=seed).eval()
-    cache = model.new_cache(batch, context + steps + 1)
-    tok = torch.zeros(batch, 1, dtype=torch.long)
-    times = []
-    with torch.no_grad():
-        model(tok, context, cache)  # warm-up
-        for i in range(steps):
-            start = time.perf_counter()
-            model(tok, context + 1 + i, cache)
-            times.append(time.perf_counter() - start)
-    del cache
-    speed = batch / min(times)  # the fastest step: least disturbed by other work on the machine
-    _SPEED_CACHE[key] = speed
-    return speed
+    steps = steps or (7 if fast else 15)
+    todo = [k for k in options if (k, context, batch, steps) not in _SPEED_CACHE]
+    if todo:
+        runs: dict[int, list[float]] = {k: [] for k in todo}
+        setups = {}
+        for k in todo:
+            args = ModelArgs(dim=256, n_layers=2, n_heads=8, n_kv_heads=k, vocab_size=256, multiple_of=32,
+                             max_seq_len=context + steps + 1)
+            with torch.random.fork_rng(devices=[]):
+                model = Transformer(args).init_weights(seed=seed).eval()
+            setups[k] = (model, model.new_cache(batch, context + steps + 1))
+        tok = torch.zeros(batch, 1, dtype=torch.long)
+        with torch.no_grad():
+            for model, cache in setups.values():
+                model(tok, context, cache)  # warm-up
+            for i in range(steps):
+                for k, (model, cache) in setups.items():
+                    start = time.perf_counter()
+                    model(tok, context + 1 + i, cache)
+                    runs[k].append(batch / (time.perf_counter() - start))
+        del setups
+        for k in todo:
+            _SPEED_CACHE[(k, context, batch, steps)] = _quartiles(runs[k])
+    return {k: _SPEED_CACHE[(k, context, batch, steps)] for k in options}
+
+
+def measure_decode_stats(n_kv_heads: int, context: int | None = None, batch: int | None = None,
+                         steps: int | None = None, seed: int = 0) -> dict:
+    """``measure_decode_all`` for one setting: {"median", "lo", "hi", "runs"} in tokens/s."""
+    return measure_decode_all([n_kv_heads], context, batch, steps, seed)[n_kv_heads]
+
+
+def measure_decode_speed(n_kv_heads: int, context: int | None = None, batch: int | None = None,
+                         steps: int | None = None, seed: int = 0) -> float:
+    """The median tokens/s of ``measure_decode_stats`` (same arguments; cached per setting)."""
+    return measure_decode_stats(n_kv_heads, context, batch, steps, seed)["median"]
 
 
 class GQAExplorer(Explorer):
-    """n_kv_heads -> KV-cache GiB for the 7B/70B shapes, and the decode speed of a tiny model, measured lazily."""
+    """n_kv_heads -> KV-cache GiB for the 7B/70B shapes, and the decode speed of a tiny model.
+
+    The speeds of every option are measured once, when the explorer is made (median and range of
+    several single-token steps each); moving the slider only redraws, it never re-measures, so what
+    the bars compare was measured under the same conditions.
+    """
 
     OPTIONS = (1, 2, 4, 8)
 
-    def __init__(self, measure: bool = True):
+    def __init__(self, measure: bool = True, value: int = 8):
         self.measure = measure
+        self._initial = value
+        self.stats: dict[int, dict | None] = {k: None for k in self.OPTIONS}
         self.measured: dict[int, float | None] = {k: None for k in self.OPTIONS}
+        if measure:
+            self._measure()
         super().__init__()
 
+    def _measure(self) -> None:
+        self.stats.update(measure_decode_all(self.OPTIONS))
+        self.measured.update({k: s["median"] for k, s in self.stats.items()})
+
     def _controls(self):
-        return {"n_kv_heads": W.SelectionSlider(options=list(self.OPTIONS), value=8, description="n_kv_heads",
-                                                style=_STYLE)}
+        return {"n_kv_heads": W.SelectionSlider(options=list(self.OPTIONS), value=self._initial,
+                                                description="n_kv_heads", style=_STYLE)}
 
     def measure_all(self) -> dict:
-        """Measure every option now (a second or two) and redraw."""
-        for k in self.OPTIONS:
-            self.measured[k] = measure_decode_speed(k)
+        """Measure every option again now (a second or two) and redraw."""
+        _SPEED_CACHE.clear()
+        self._measure()
         self.redraw()
         return dict(self.measured)
 
+    @property
+    def noise(self) -> float | None:
+        """The largest interquartile range / median over the options: how far apart repeated steps landed."""
+        spreads = [(s["hi"] - s["lo"]) / s["median"] for s in self.stats.values() if s]
+        return max(spreads) if spreads else None
+
     def _draw(self, n_kv_heads):
-        if self.measure and self.measured[n_kv_heads] is None:
-            self.measured[n_kv_heads] = measure_decode_speed(n_kv_heads)
+        from . import view as course_view
+
         self.data = viz.kv_cache_data(n_kv_heads)
         self.data["measured"] = dict(self.measured)
         gib = {p: self.data[p]["chosen"][-1] for p in viz.KV_PRESETS}
-        self.status.value = "At 4,096 tokens: " + ", ".join(f"{p} <b>{v:.2f} GiB</b>" for p, v in gib.items()) + \
-                            " of KV cache per sequence (bf16)."
+        status = ("At 4,096 tokens: " + ", ".join(f"{p} <b>{v:.2f} GiB</b>" for p, v in gib.items()) +
+                  " of KV cache per sequence (bf16).")
         fast = os.environ.get("LLAMA2_LAB_FAST") == "1"
         title = f"decode speed at {'1k' if fast else '4k'} context, batch {4 if fast else 8}"
-        return viz.kv_cache_memory(n_kv_heads, self.measured if self.measure else None, measured_title=title)
+        if self.measure and self.noise is not None:
+            n = len(next(iter(self.stats.values()))["runs"])
+            status += (f"<br>Speeds: median of {n} single-token steps per setting, the settings taking turns, measured "
+                       f"once when this explorer opened; whiskers: the middle half of the steps (up to "
+                       f"{self.noise:.0%} of the median wide). Bars closer than that are not different.")
+        self.status.value = status
+        return course_view.kv_cache_figure(n_kv_heads, self.stats if self.measure else None, measured_title=title)
 
 
 class ConfigExplorer(Explorer):

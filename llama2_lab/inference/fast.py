@@ -16,6 +16,7 @@ import torch
 from ..core.attention import KVCache
 from ..core.transformer import Transformer
 
+
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 

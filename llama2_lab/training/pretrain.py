@@ -130,11 +130,17 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
     """
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    from . import fsdp
+
+    # Under torchrun: FSDP2 over the processes, each taking 1/N of every batch (fsdp.py).
+    sharded = fsdp.start(cfg) if fsdp.launched_by_torchrun() else None
+    writes = sharded is None or sharded.is_main  # only rank 0 writes files and shows progress
+    device = sharded.device if sharded is not None else resolve_device(cfg.device)
     if cfg.out_dir:
         from ..formats import save_model  # noqa: F401 - import now: a broken import fails before hours of training
     ckpt_file = cfg.checkpoint_file
-    prepare_outputs(cfg)
+    if writes:  # rank 0 alone touches the files
+        prepare_outputs(cfg)
     state = None
     if resume:
         if ckpt_file is None or not ckpt_file.is_file():
@@ -156,11 +162,16 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
     random.seed(cfg.seed)
     model = Transformer(cfg.model_args()).init_weights(std=cfg.init_std, seed=cfg.seed).to(device)
     model.train()
+    if sharded is not None:
+        sharded.shard(model)  # before the optimizer: it must hold the sharded parameters
     opt = make_optimizer(model, cfg)
     step, history, elapsed_before, tokens_seen = 0, [], 0.0, 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        if sharded is not None:
+            sharded.load_state(model, opt, state)
+        else:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
         step = state["step"]
         history = state["history"]
         elapsed_before = state["elapsed"]
@@ -170,7 +181,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
     n_rows = len(data.train)
     valid_rows = data.valid[: cfg.eval_batches * cfg.batch_size]
     bar = None
-    if progress:
+    if progress and writes:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
 
@@ -196,7 +207,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
         for group in opt.param_groups:
             group["lr"] = lr
         rows = data.train[step_indices(step, cfg, n_rows)]  # (B, T + 1)
-        loss = loss_on(model, rows, device)
+        loss = loss_on(model, rows if sharded is None else sharded.local_rows(rows), device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -204,7 +215,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
         opt.step()
         step += 1
         tokens_seen += len(rows) * cfg.seq_len
-        loss_value = loss.item()
+        loss_value = loss.item() if sharded is None else sharded.mean(loss)
         if not math.isfinite(loss_value):
             raise TrainError(f"the loss became {loss_value} at step {step}: lower the peak lr "
                              f"(now {cfg.lr}) or lengthen the warmup (now {cfg.warmup_steps} steps).")
@@ -222,7 +233,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
                 val_loss = evaluate(model, valid_rows, cfg.batch_size, device)
                 row["val_loss"] = val_loss
             emit(row)
-            if do_eval and cfg.out_dir:
+            if do_eval and cfg.out_dir and writes:
                 with saved.writing("the loss curve"):
                     save_loss_curve(history, Path(cfg.out_dir), cfg)
         if bar is not None:
@@ -231,19 +242,22 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
                             refresh=False)
         if ckpt_file is not None and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
                                       or step == cfg.total_steps):
+            save = save_checkpoint if sharded is None else sharded.save_checkpoint
             with saved.writing(f"the checkpoint of step {step}"):
-                save_checkpoint(ckpt_file, model, opt, cfg, step, history, tokens_seen, elapsed(),
-                                n_rows, tok, window=(window_loss, window_n))
+                save(ckpt_file, model, opt, cfg, step, history, tokens_seen, elapsed(),
+                     n_rows, tok, window=(window_loss, window_n))
             saved.step = step
     if bar is not None:
         bar.close()
 
     wall = elapsed()
+    if sharded is not None:
+        model = sharded.gather(model)  # a plain model with the trained weights, on every rank
     result = TrainResult(model=model, tokenizer=tok, config=cfg, history=history, step=step,
                          tokens_seen=tokens_seen, train_loss=last_train_loss, val_loss=val_loss,
                          wall_time_s=wall, tokens_per_s=tokens_seen / max(wall, 1e-9),
                          out_dir=Path(cfg.out_dir) if cfg.out_dir else None, data_source=data.source)
-    if cfg.out_dir:
+    if cfg.out_dir and writes:
         with saved.writing(f"the model to {cfg.out_dir}"):
             save_result(result)
     return result
@@ -330,12 +344,18 @@ def _set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: str | Path, model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig,
                     step: int, history: list[dict], tokens_seen: int, elapsed: float, n_rows: int,
-                    tokenizer, window: tuple[float, int] = (0.0, 0)) -> None:
-    """Everything needed to continue the run, written to a temp file and renamed over `path`."""
+                    tokenizer, window: tuple[float, int] = (0.0, 0), model_state: dict | None = None,
+                    optimizer_state: dict | None = None) -> None:
+    """Everything needed to continue the run, written to a temp file and renamed over `path`.
+
+    `model_state` / `optimizer_state` replace the model's and optimizer's own state dicts (fsdp.py
+    passes the gathered ones of a sharded run).
+    """
     state = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "config": cfg.to_dict(), "step": step,
-        "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "model": model.state_dict() if model_state is None else model_state,
+        "optimizer": opt.state_dict() if optimizer_state is None else optimizer_state,
         "scheduler": {"step": step, "lr_next": lr_at(step, cfg)},  # lr_at is pure: the step is the state
         "rng": _rng_state(),
         "data": data_position(step, cfg, n_rows),
