@@ -514,3 +514,31 @@ def test_an_internal_bug_still_shows_its_traceback(capsys, saved, monkeypatch, b
     monkeypatch.setattr(inference, "stream", broken)
     with pytest.raises(type(bug)):
         main(["generate", str(saved), "--prompt", "the", "--max-new-tokens", "2"])
+
+
+# --- 7. widgets refuse nonsense when they are made --------------------------------------------------
+@pytest.mark.parametrize("kwargs, word", [
+    ({"head_dim": 7}, "even"), ({"head_dim": 0}, "head_dim"), ({"head_dim": "64"}, "head_dim"),
+    ({"theta": 0}, "theta"), ({"theta": float("nan")}, "theta"), ({"positions": 0}, "positions"),
+])
+def test_rope_explorer_refuses_impossible_settings_when_made(kwargs, word):
+    from llama2_lab.course.explorer import ExplorerError
+    from llama2_lab.course.widgets import RopeExplorer
+
+    with pytest.raises(ExplorerError, match=word):
+        RopeExplorer(**kwargs)
+
+
+def test_rope_explorer_with_few_positions_opens_inside_its_range():
+    from llama2_lab.course.widgets import RopeExplorer
+
+    ex = RopeExplorer(positions=2)
+    assert ex.controls["m"].value == 1 and ex.controls["n"].value == 1
+
+
+def test_config_explorer_names_an_unknown_preset():
+    from llama2_lab.course.explorer import ExplorerError
+    from llama2_lab.course.widgets import ConfigExplorer
+
+    with pytest.raises(ExplorerError, match=r"unknown preset 'llama2-8b'.*llama2-7b"):
+        ConfigExplorer("llama2-8b")

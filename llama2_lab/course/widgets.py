@@ -30,6 +30,8 @@ import torch
 
 from . import viz
 from ..core.config import PRESETS, ModelArgs
+from ..utils.validate import check_float, check_int
+from .explorer import ExplorerError
 
 
 class Explorer:
@@ -138,13 +140,19 @@ class RopeExplorer(Explorer):
     """Positions m (query) and n (key) and one pair: watch the rotation and the score depend on m − n."""
 
     def __init__(self, head_dim: int = 64, theta: float = 10000.0, positions: int = 24):
-        self.head_dim, self.theta, self.positions = head_dim, theta, positions
+        # Refused here, with the argument named, rather than as a traitlets or shape error later.
+        head_dim = check_int("head_dim", head_dim, 2, error=ExplorerError)
+        if head_dim % 2:
+            raise ExplorerError(f"head_dim must be even (RoPE rotates pairs of dimensions), got {head_dim}.")
+        self.head_dim = head_dim
+        self.theta = check_float("theta", theta, above=0, error=ExplorerError)
+        self.positions = check_int("positions", positions, 1, error=ExplorerError)
         super().__init__()
 
     def _controls(self):
         P = self.positions - 1
-        return {"m": W.IntSlider(value=5, min=0, max=P, description="query position m", style=_STYLE),
-                "n": W.IntSlider(value=2, min=0, max=P, description="key position n", style=_STYLE),
+        return {"m": W.IntSlider(value=min(5, P), min=0, max=P, description="query position m", style=_STYLE),
+                "n": W.IntSlider(value=min(2, P), min=0, max=P, description="key position n", style=_STYLE),
                 "pair": W.IntSlider(value=0, min=0, max=self.head_dim // 2 - 1, description="pair i", style=_STYLE)}
 
     def _draw(self, m, n, pair):
@@ -303,6 +311,8 @@ class ConfigExplorer(Explorer):
     """Pick a preset; see where its parameters live."""
 
     def __init__(self, value: str = "llama2-7b"):
+        if value not in PRESETS:
+            raise ExplorerError(f"unknown preset {value!r}; valid names: {', '.join(PRESETS)}.")
         self._initial = value
         super().__init__()
 
