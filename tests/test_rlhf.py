@@ -263,3 +263,29 @@ def test_checks_pass_the_package_and_name_mistakes():
     assert res.mistake == "no_mask"
     res = checks_rlhf.check_kl_penalised_reward(lambda r, lp, lr, m, b: r - b * ((lr - lp) * m).sum(-1), verbose=False)
     assert res.mistake == "kl_sign"
+
+
+# --- the pipeline, end to end, at a toy size --------------------------------------------------------
+def test_pipeline_end_to_end(small, tok, tmp_path):
+    import json
+    from dataclasses import replace
+
+    from llama2_lab import rlhf_cli
+    from llama2_lab.checkpoint import save_model
+
+    save_model(small, tmp_path / "base", tok)
+    cfg = replace(rlhf_cli.PRESETS["fast"], base=str(tmp_path / "base"), out_dir=str(tmp_path / "out"), progress=False,
+                  sft_examples=32, sft_batch=8, eval_prompts=6, rm_pairs=32, rm_test_pairs=16, rm_batch=8,
+                  bon_prompts=2, bon_n=3, ppo_prompts=8, ablations=True, ablation_wrong=(0.5,),
+                  ppo=rlhf.PPOConfig(iterations=1, batch_size=4, minibatch=4), dpo_steps=1, max_new=4)
+    res = rlhf_cli.run_rlhf(cfg)
+    out = tmp_path / "out"
+    assert set(res["sft"]) == {"base", "sft", "sft_unmasked", "sft_wrong_0.5"}
+    assert set(res["ppo"]) == {"0.0", "0.01"} and res["best_of_n"]["1.0"]["n"] == [1, 2, 3]
+    saved = json.loads((out / rlhf_cli.SFT_DIR / "results.json").read_text())
+    assert saved["rm"].keys() == res["rm"].keys()
+    for d in (rlhf_cli.SFT_DIR, rlhf_cli.RM_H_DIR, rlhf_cli.RM_S_DIR):
+        card = (out / d / "MODEL_CARD.md").read_text()
+        assert "Reproduce" in card and "nan" not in card.split("## Measured")[0]
+    rm = reward.load_reward_model(out / rlhf_cli.RM_S_DIR)
+    assert rm.body.tok_embeddings.weight.dtype == torch.float32
