@@ -34,7 +34,7 @@ def plot_rm_accuracy(rm_results: dict, title: str = "reward-model accuracy per r
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy vs labels")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 0.12))
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -53,7 +53,7 @@ def plot_best_of_n(bon: dict, title: str = "best-of-N on the SFT model (Figures 
         b.plot(bon[t]["n"], bon[t]["true_of_best"], "o-", color=c, ms=3, label=f"T={t}")
     a.set_xlabel("N samples per prompt")
     a.set_ylabel("learned reward (whitened)")
-    a.legend(fontsize=7)
+    a.legend(fontsize=6, loc="lower right", ncol=2)
     a.set_title("max vs median reward", fontsize=10)
     b.set_xlabel("N samples per prompt")
     b.set_ylabel("true reward of the best-of-N pick")
@@ -127,6 +127,42 @@ def ppo_table(res: dict) -> str:
     return "\n".join(rows)
 
 
+def outcomes(res: dict) -> list[str]:
+    """The issue's four claims, each stated as measured in this run (yes or no, with the numbers)."""
+    lines = []
+    S = res["sft"]
+    lines.append(f"SFT improves the checker's accuracy over the base: {'yes' if S['sft']['accuracy'] > S['base']['accuracy'] else 'no'} "
+                 f"({S['base']['accuracy']:.2f} -> {S['sft']['accuracy']:.2f} on {S['sft']['n']} held-out prompts).")
+    for name, r in res["rm"].items():
+        a = r["accuracy"]
+        sig, neg = a[RATINGS_[0]], a[RATINGS_[3]]
+        if sig["n"] and neg["n"]:
+            lines.append(f"{name} RM more accurate on 'significantly better' than on 'negligibly better' pairs: "
+                         f"{'yes' if sig['label_accuracy'] > neg['label_accuracy'] else 'no'} "
+                         f"({sig['label_accuracy']:.2f}, n={sig['n']} vs {neg['label_accuracy']:.2f}, n={neg['n']}).")
+    for t, c in res["best_of_n"].items():
+        dmax, dmed = c["max"][-1] - c["max"][0], c["median"][-1] - c["median"][0]
+        lines.append(f"best-of-N at T={t}: max reward {c['max'][0]:+.2f} -> {c['max'][-1]:+.2f} (N=1 -> {c['n'][-1]}), "
+                     f"median {c['median'][0]:+.2f} -> {c['median'][-1]:+.2f}; true reward of the pick "
+                     f"{c['true_of_best'][0]:+.2f} -> {c['true_of_best'][-1]:+.2f}.")
+    base_true = S["sft"]["true_reward"]
+    for beta, run in res["ppo"].items():
+        h = run["history"]
+        k = max(1, len(h) // 4)
+        avg = lambda xs, key: sum(x[key] for x in xs) / len(xs)  # noqa: E731
+        lr0, lr1 = avg(h[:k], "reward"), avg(h[-k:], "reward")
+        t0, t1 = avg(h[:k], "true_reward"), avg(h[-k:], "true_reward")
+        verdict = ("reward hacking (learned up, true down)" if lr1 > lr0 and t1 < t0 else
+                   "learned and true reward both up" if lr1 > lr0 and t1 > t0 else "no clear trend")
+        lines.append(f"PPO β={beta}: sampled replies' learned reward {lr0:+.2f} -> {lr1:+.2f}, true {t0:+.2f} -> {t1:+.2f}, "
+                     f"KL {avg(h[:k], 'kl'):.1f} -> {avg(h[-k:], 'kl'):.1f} nats (first vs last quarter of {len(h)} iterations): "
+                     f"{verdict}; greedy true reward after PPO {run['final']['true_reward']:+.2f} (SFT {base_true:+.2f}).")
+    return lines
+
+
+RATINGS_ = prefs.RATINGS
+
+
 def write_cards(out: Path, res: dict) -> None:
     """MODEL_CARD.md for the SFT model and both reward models, from the results dict."""
     from .io_utils import atomic_write_text
@@ -164,6 +200,12 @@ stories, and two kinds of harmful request), and nothing else.
 preference of `preferences.true_reward`. The ablation rows are other models trained the same way
 (not shipped): loss on every token, and a share of wrong answers in the demonstrations.
 SFT time: {t['sft'] / 60:.1f} min (all SFT runs).
+
+## What the whole pipeline showed (this run, computed by `rlhf_report.outcomes`)
+
+{chr(10).join('- ' + x for x in outcomes(res))}
+
+{ppo_table(res)}
 
 Every number of the pipeline (reward models, best-of-N, PPO, DPO) is in `results.json` beside this card.
 {common}"""
