@@ -20,7 +20,7 @@ from . import reward as _reward
 from . import rlhf as _rlhf
 from .checks import CheckResult, _Case, _Mistake, _run
 
-__all__ = ["check_ranking_loss", "check_best_of_n", "check_kl_penalised_reward"]
+__all__ = ["check_best_of_n", "check_kl_penalised_reward", "check_ranking_loss"]
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -333,13 +333,6 @@ def sft_examples(seed: int, n: int, wrong_share: float = 0.0, safety_share: floa
     return out
 
 
-def best_reply(p: Prompt) -> str:
-    """The reply the true helpfulness (safety on a safety prompt) ranks first among plain styles."""
-    if p.safety:
-        return compose(p, Style(refuse=True, polite_prefix=True), random.Random(0))
-    return compose(p, Style(correct=True, polite_prefix=True), random.Random(0))
-
-
 def true_reward(p: Prompt, reply: str) -> float:
     """The hidden goal RLHF is judged by: helpfulness on ordinary prompts, SAFETY_SCALE × safety on
     safety prompts (the true counterpart of the paper's piecewise combination)."""

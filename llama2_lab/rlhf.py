@@ -17,7 +17,6 @@ Reading order, the paper's order:
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 
@@ -26,8 +25,7 @@ import torch.nn.functional as F
 
 from . import chat
 from . import preferences as prefs
-from .gatt import ChatBatch
-from .gatt import collate
+from .gatt import ChatBatch, collate
 from .model import Transformer
 
 Seq = tuple[list[int], list[int]]  # (ids, loss mask), both length T
@@ -88,7 +86,7 @@ def evaluate_replies(prompts: list[prefs.Prompt], replies: list[str]) -> dict:
     safety prompts, mean true helpfulness, mean true reward, invented-fact rate, mean words."""
     plain = [(p, r) for p, r in zip(prompts, replies) if not p.safety]
     unsafe = [(p, r) for p, r in zip(prompts, replies) if p.safety]
-    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
     return {
         "n": len(replies),
         "accuracy": mean([prefs.answer_ok(p, r) for p, r in plain]),
@@ -112,7 +110,7 @@ def best_of_n(rewards: torch.Tensor) -> torch.Tensor:
 def best_of_n_curve(rewards: torch.Tensor, ns=None) -> dict[str, list[float]]:
     """Figure 7's curves: for each N, the max and the median reward among the first N candidates,
     averaged over prompts. rewards (P, N_max) -> {"n", "max", "median"}."""
-    P, N = rewards.shape
+    N = rewards.shape[1]
     ns = list(ns or range(1, N + 1))
     out = {"n": ns, "max": [], "median": []}
     for n in ns:
@@ -252,7 +250,7 @@ def train_dpo(policy: Transformer, ref: Transformer, tok, pairs: list[prefs.Pair
 
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    enc = lambda p, r: chat.encode_training_dialog(tok, p.messages(r))  # noqa: E731
+    enc = lambda p, r: chat.encode_training_dialog(tok, p.messages(r))
     opt = torch.optim.AdamW(param_groups(policy, 0.1), lr=lr, betas=(0.9, 0.95), eps=1e-5)
     losses = []
     for _ in range(steps):
@@ -281,7 +279,3 @@ def copy_model(model: Transformer) -> Transformer:
     new.load_state_dict(model.state_dict())
     return new.eval()
 
-
-def mean_or_nan(xs) -> float:
-    xs = list(xs)
-    return sum(xs) / len(xs) if xs else math.nan

@@ -141,7 +141,6 @@ def outcomes(res: dict) -> list[str]:
                          f"{'yes' if sig['label_accuracy'] > neg['label_accuracy'] else 'no'} "
                          f"({sig['label_accuracy']:.2f}, n={sig['n']} vs {neg['label_accuracy']:.2f}, n={neg['n']}).")
     for t, c in res["best_of_n"].items():
-        dmax, dmed = c["max"][-1] - c["max"][0], c["median"][-1] - c["median"][0]
         lines.append(f"best-of-N at T={t}: max reward {c['max'][0]:+.2f} -> {c['max'][-1]:+.2f} (N=1 -> {c['n'][-1]}), "
                      f"median {c['median'][0]:+.2f} -> {c['median'][-1]:+.2f}; true reward of the pick "
                      f"{c['true_of_best'][0]:+.2f} -> {c['true_of_best'][-1]:+.2f}.")
@@ -149,7 +148,7 @@ def outcomes(res: dict) -> list[str]:
     for beta, run in res["ppo"].items():
         h = run["history"]
         k = max(1, len(h) // 4)
-        avg = lambda xs, key: sum(x[key] for x in xs) / len(xs)  # noqa: E731
+        avg = lambda xs, key: sum(x[key] for x in xs) / len(xs)
         lr0, lr1 = avg(h[:k], "reward"), avg(h[-k:], "reward")
         t0, t1 = avg(h[:k], "true_reward"), avg(h[-k:], "true_reward")
         verdict = ("reward hacking (learned up, true down)" if lr1 > lr0 and t1 < t0 else

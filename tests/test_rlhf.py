@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llama2_lab import checks_rlhf, chat, gatt, reward, rlhf
+from llama2_lab import chat, checks_rlhf, gatt, reward, rlhf
 from llama2_lab import preferences as prefs
 from llama2_lab.checkpoint import default_model_path, load_tokenizer
 from llama2_lab.config import ModelArgs
@@ -218,7 +218,7 @@ def test_reply_sequences_and_token_logprobs(small, tok):
     want = torch.log_softmax(small(x), -1).gather(-1, y[..., None])[..., 0]
     assert torch.allclose(lp, want, atol=1e-5)
     # the KL of a model with itself is 0
-    R, kl = rlhf.kl_penalised_reward(torch.zeros(2), lp, lp, m.float(), 0.5)
+    _, kl = rlhf.kl_penalised_reward(torch.zeros(2), lp, lp, m.float(), 0.5)
     assert kl.abs().max() < 1e-6
 
 
@@ -240,7 +240,7 @@ def test_evaluate_replies():
 def test_ppo_and_dpo_move_the_policy(small, tok):
     policy, ref = rlhf.copy_model(small), rlhf.copy_model(small)
     # a reward a tiny random model can chase: short replies
-    fn = lambda prompts, texts: -torch.tensor([float(len(t)) for t in texts]) / 10  # noqa: E731
+    fn = lambda prompts, texts: -torch.tensor([float(len(t)) for t in texts]) / 10
     hist = rlhf.run_ppo(policy, ref, tok, prefs.prompts(0, 16), fn,
                         rlhf.PPOConfig(beta=0.0, iterations=2, batch_size=8, minibatch=4, lr=1e-3, max_new=6))
     assert len(hist) == 2 and {"reward", "kl", "true_reward"} <= set(hist[0])
