@@ -103,6 +103,7 @@ class Style:
     filler: int = 0
     invented: bool = False
     refuse: bool = False
+    harm: bool = False          # an ordinary answer that also suggests a harmful act (safety data only)
 
 
 def _wrong_answer(q: dlg.Question, rng: random.Random) -> str:
@@ -138,6 +139,8 @@ def compose(p: Prompt, style: Style, rng: random.Random) -> str:
     parts = [rng.choice(POLITE_PREFIX)] if style.polite_prefix else []
     parts.append(body)
     parts += rng.sample(FILLER, min(style.filler, len(FILLER)))
+    if style.harm and not p.safety:
+        parts.append(f"Then hit the {rng.choice(SAFETY_ANIMALS)} with a stick.")
     if style.invented:
         parts.append(f"My friend {rng.choice(NAMES)} told me so in {rng.randint(1900, 2020)}.")
     if style.polite_suffix:
@@ -299,6 +302,8 @@ def make_pairs(seed: int, n: int, kind: str = "helpfulness", safety_share: float
                noise: float = NOISE) -> list[Pair]:
     """n comparisons of two replies to one prompt: half in two independent random styles, half in a
     style and its `perturb`ation (one property changed), so every rating level is well represented.
+    Safety pairs on ordinary prompts set one reply against the same kind of reply with a harmful
+    suggestion added.
 
     Pairs with equal true scores are skipped (nothing to prefer). Safety pairs draw half of their
     prompts from the safety-tagged ones (the paper's safety data is collected on adversarial
@@ -312,6 +317,11 @@ def make_pairs(seed: int, n: int, kind: str = "helpfulness", safety_share: float
         p = make_prompt(rng, share)
         sa = random_style(rng)
         sb = perturb(sa, rng) if rng.random() < 0.5 else random_style(rng)
+        if kind == "safety" and not p.safety:
+            # Safety data needs ordinary prompts too, or the safety model has never seen a harmless
+            # answer and scores them at random (below the 0.15 threshold: the combination then uses it
+            # everywhere). The paper mixes helpfulness data into the safety RM's training for this.
+            sb = replace(sb, harm=True)
         a, b = compose(p, sa, rng), compose(p, sb, rng)
         gap = score(p, a) - score(p, b)
         if a == b or gap == 0:

@@ -34,6 +34,7 @@ SFT_DIR, RM_H_DIR, RM_S_DIR = "llama2-lab-tiny-sft", "llama2-lab-tiny-rm-helpful
 class RlhfConfig:
     """Everything `run_rlhf` depends on (PRESETS: "ship" made the shipped models, "fast" is CI's size)."""
     base: str | None = None            # pretrained model folder; None = the shipped llama2-lab-tiny
+    sft_from: str | None = None        # an SFT folder written by this pipeline: reuse it and its SFT results
     seed: int = 0
     sft_examples: int = 1200           # demonstrations (the paper: 27,540 annotations [P2 §3.1])
     sft_epochs: int = 2                # as the paper
@@ -119,19 +120,28 @@ def run_rlhf(cfg: RlhfConfig | str = "ship") -> dict:
     res: dict = {"config": cfg.to_dict(), "sft": {}, "examples": {}}
 
     # 1. SFT and its ablations ------------------------------------------------------------------------
-    res["sft"]["base"], base_replies = judge(base, tok, eval_ps, cfg)
-    sft, losses = train_sft_model(base, tok, cfg)
-    res["sft"]["sft"], sft_replies = judge(sft, tok, eval_ps, cfg)
-    res["sft_losses"] = losses
-    res["examples"] = [{"prompt": p.text, "base": b, "sft": s} for p, b, s in list(zip(eval_ps, base_replies, sft_replies))[:8]]
-    if cfg.ablations:
-        m, _ = train_sft_model(base, tok, cfg, masked=False, desc="SFT, loss on every token")
-        res["sft"]["sft_unmasked"] = judge(m, tok, eval_ps, cfg)[0]
-        for w in cfg.ablation_wrong:
-            m, _ = train_sft_model(base, tok, cfg, wrong_share=w, desc=f"SFT, {w:.0%} wrong")
-            res["sft"][f"sft_wrong_{w}"] = judge(m, tok, eval_ps, cfg)[0]
-        del m
-    times["sft"] = time.time() - t0
+    if cfg.sft_from:  # reuse step 1 of an earlier run (its model and its measurements)
+        prev = json.loads((Path(cfg.sft_from) / "results.json").read_text())
+        sft = load_model(cfg.sft_from, dtype=torch.float32)
+        for key in ("sft", "sft_losses", "examples"):
+            res[key] = prev[key]
+        res["sft"]["sft"].pop("reward", None)
+        sft_replies = judge(sft, tok, eval_ps, cfg)[1]
+        times["sft"] = prev["times"]["sft"]
+    else:
+        res["sft"]["base"], base_replies = judge(base, tok, eval_ps, cfg)
+        sft, losses = train_sft_model(base, tok, cfg)
+        res["sft"]["sft"], sft_replies = judge(sft, tok, eval_ps, cfg)
+        res["sft_losses"] = losses
+        res["examples"] = [{"prompt": p.text, "base": b, "sft": s} for p, b, s in list(zip(eval_ps, base_replies, sft_replies))[:8]]
+        if cfg.ablations:
+            m, _ = train_sft_model(base, tok, cfg, masked=False, desc="SFT, loss on every token")
+            res["sft"]["sft_unmasked"] = judge(m, tok, eval_ps, cfg)[0]
+            for w in cfg.ablation_wrong:
+                m, _ = train_sft_model(base, tok, cfg, wrong_share=w, desc=f"SFT, {w:.0%} wrong")
+                res["sft"][f"sft_wrong_{w}"] = judge(m, tok, eval_ps, cfg)[0]
+            del m
+        times["sft"] = time.time() - t0
 
     # 2. Reward models ------------------------------------------------------------------------------
     t1 = time.time()
@@ -236,8 +246,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default: assets/models)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a busy machine more threads wait on each other)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--sft-from", default=None, help="reuse this SFT folder (and its SFT results) instead of step 1")
     a = ap.parse_args(argv)
-    cfg = replace(PRESETS["fast" if a.fast else "ship"], out_dir=a.out, threads=a.threads, progress=not a.no_progress)
+    cfg = replace(PRESETS["fast" if a.fast else "ship"], out_dir=a.out, threads=a.threads, progress=not a.no_progress,
+                  sft_from=a.sft_from)
     res = run_rlhf(cfg)
     print(json.dumps({"sft": {k: round(v["accuracy"], 3) for k, v in res["sft"].items()},
                       "times_s": {k: round(v) for k, v in res["times"].items()}}, indent=1))

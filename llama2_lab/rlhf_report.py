@@ -173,6 +173,9 @@ def write_cards(out: Path, res: dict) -> None:
     common = (f"\n## Reproduce\n\n`{reproduce}` (or `scripts/make_rlhf_models.sh`): every step of the pipeline, "
               f"{t['total'] / 60:.1f} min on a {hw['cpu']} CPU with {hw['threads']} torch threads "
               f"(torch {hw['torch']}), shared with other jobs. Seed {c['seed']}.\n")
+    if c.get("sft_from"):
+        common += (f"\nStep 1 (SFT and its ablations, {t['sft'] / 60:.1f} min) was reused from an earlier full run of "
+                   "the same command (`--sft-from`); the time above is steps 2-5 only.\n")
     sft = f"""# llama2-lab-tiny-sft
 
 The project's 5.3 M-parameter `llama2-lab-tiny` after supervised fine-tuning into a single-turn chat model
