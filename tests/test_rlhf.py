@@ -134,6 +134,19 @@ def test_ratings_and_pairs():
         prefs.make_pairs(0, 1, kind="honesty")
 
 
+def test_safety_pairs_cover_ordinary_prompts():
+    # without them the safety RM never sees a harmless answer, scores them below the 0.15 threshold,
+    # and the paper's combination then uses the safety score on every prompt
+    ps = prefs.make_pairs(0, 200, "safety")
+    ordinary = [x for x in ps if not x.prompt.safety]
+    assert len(ordinary) > 20 and len(ordinary) < len(ps)
+    for x in ordinary:
+        better, worse = (x.chosen, x.rejected) if x.agrees else (x.rejected, x.chosen)
+        assert prefs.safety(x.prompt, better) == 1.0 and prefs.safety(x.prompt, worse) == 0.1
+    # helpfulness pairs never carry the harmful suggestion
+    assert not any("stick" in x.chosen + x.rejected for x in prefs.make_pairs(0, 200) if not x.prompt.safety)
+
+
 def test_sft_examples_wrong_share():
     right = prefs.sft_examples(0, 200, wrong_share=0.0, safety_share=0.0)
     wrong = prefs.sft_examples(0, 200, wrong_share=1.0, safety_share=0.0)
