@@ -237,6 +237,6 @@ float32 (`reward_head.safetensors`); load with `reward.load_reward_model(folder)
 {rm_table(res)}
 
 Accuracy is against the held-out *labels*, which are noisy on purpose (`preferences.NOISE`): on
-"negligibly better" pairs the label itself disagrees with the true score about 30 % of the time.
+"negligibly better" pairs the label itself disagrees with the true score about a quarter of the time.
 {common}"""
         atomic_write_text(out / folder / "MODEL_CARD.md", card)
