@@ -171,7 +171,7 @@ def write_cards(out: Path, res: dict) -> None:
     reproduce = "python -m llama2_lab.rlhf_cli" + (" --fast" if c["sft_examples"] < 1000 else "")
     hw = res["hardware"]
     common = (f"\n## Reproduce\n\n`{reproduce}` (or `scripts/make_rlhf_models.sh`): every step of the pipeline, "
-              f"{t['total'] / 60:.1f} min on a {hw['cpu']} CPU with {hw['threads']} torch threads "
+              f"{t['total'] / 60:.1f} min on a {hw['cpu']} CPU (torch threads: {hw['threads']}) "
               f"(torch {hw['torch']}), shared with other jobs. Seed {c['seed']}.\n")
     if c.get("sft_from"):
         common += (f"\nStep 1 (SFT and its ablations, {t['sft'] / 60:.1f} min) was reused from an earlier full run of "
