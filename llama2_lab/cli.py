@@ -351,6 +351,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
                *_lazy("training.command", "add_train_arguments", "run_from_args")),
     subcommand("gatt", "reproduce Ghost Attention in miniature: baseline SFT vs GAtt, trained and evaluated",
                *_lazy("experiments.gatt.command", "add_gatt_arguments", "run_from_args")),
+    subcommand("rlhf", "base -> chat in miniature: SFT, reward models, best-of-N, PPO with a KL penalty, DPO",
+               *_lazy("experiments.rlhf.pipeline", "add_rlhf_arguments", "run_from_args")),
     subcommand("bench", "benchmark decoding: the project's model (eager, compiled) next to Hugging Face",
                *_lazy("inference.bench", "add_bench_arguments", "run_from_args")),
     subcommand("course", "instructor tools: write student copies of the notebooks without solutions",

@@ -82,6 +82,15 @@ class Transformer(nn.Module):
         ``start_pos`` may also be a 0-d int64 tensor on the model's device: then every step attends the
         whole cache under a mask, so shapes never change (what torch.compile with CUDA graphs needs).
         """
+        h = self.features(tokens, start_pos, cache, record, positions=positions, valid=valid)  # (B, T, dim)
+        return self.output(h).float()  # (B, T, V)
+
+    def features(self, tokens: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None,
+                 record: dict | None = None, *, positions: torch.Tensor | None = None,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The same pass without the classifier: the final normed hidden states (B, T, dim), with
+        gradients. What a reward model's scalar head reads (paper §3.2.2); ``forward`` is
+        ``output(features(...))``, so there is one forward pass."""
         B, T = self._check(tokens, start_pos, cache, positions, valid)
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         freqs_cis, mask = self._rope_and_mask(T, start_pos, cache, positions, valid, tokens.device)
@@ -89,7 +98,7 @@ class Transformer(nn.Module):
             h = layer(h, freqs_cis, start_pos, cache, record, mask)  # (B, T, dim)
             if record is not None:
                 record[f"layers.{layer.layer_id}.output"] = h.detach()
-        return self.output(self.norm(h)).float()  # (B, T, V)
+        return self.norm(h)  # (B, T, dim)
 
     def _rope_and_mask(self, T: int, start_pos, cache: KVCache | None, positions, valid, device):
         """The RoPE rows ((T, hd/2, 2), or (B, T, hd/2, 2) per row) and the attention mask for this forward."""

@@ -21,8 +21,9 @@ sampling) -> `training.sft.train_sft` -> evaluate -> pipeline; report writes fig
 command is `llama2-lab gatt`.
 """
 
+from ...inference.chat_batch import ChatBatch
 from ...training.sft import Seq, collate, masked_loss, train_sft, with_context
-from .chats import ChatBatch, reply_to, run_chats
+from .chats import reply_to, run_chats
 from .command import add_gatt_arguments, config_from_args, main, run_from_args
 from .config import ARM_FOLDERS, ARM_LABELS, ARMS, PRESETS, GattConfig
 from .evaluate import (

@@ -8,8 +8,9 @@ import math
 import torch
 
 from ...corpora import dialogues as dlg
+from ...inference.chat_batch import ChatBatch
 from ...text import chat
-from .chats import ChatBatch, _decode
+from .chats import _decode
 from .config import ARMS, GattConfig
 from .sequences import encode_turns
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from ...corpora import dialogues as dlg
-from .chats import ChatBatch, _decode, _slots_needed, _turn_ids
+from ...inference.chat_batch import ChatBatch
+from .chats import _decode, _slots_needed, _turn_ids
 from .sequences import encode_turns
 
 
