@@ -21,3 +21,15 @@ def reference_file(name: str) -> Path:
 @pytest.fixture
 def reference():
     return reference_file
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: tests share two cores with other work, and one thread is also
+    what makes timings and reductions comparable from run to run."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

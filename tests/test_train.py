@@ -16,13 +16,7 @@ from llama2_lab.core.transformer import Transformer
 from llama2_lab.training import TrainConfig, TrainError, lr_at
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tests share two cores with other work; one thread is also what makes runs comparable.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(tmp_path: Path | None = None, **kw) -> TrainConfig:
