@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llama2_lab.text import chat
-from llama2_lab.course import checks_rlhf
-from llama2_lab.experiments import gatt
-from llama2_lab.training import reward, rlhf
-from llama2_lab.corpora import preferences as prefs
-from llama2_lab.formats import default_model_path, load_tokenizer
 from llama2_lab.core.config import ModelArgs
 from llama2_lab.core.transformer import Transformer
+from llama2_lab.corpora import preferences as prefs
+from llama2_lab.course import checks_rlhf
+from llama2_lab.experiments import gatt
+from llama2_lab.formats import default_model_path, load_tokenizer
+from llama2_lab.text import chat
+from llama2_lab.training import reward, rlhf
 
 torch.set_num_threads(1)
 

@@ -15,7 +15,6 @@ from llama2_lab import training as tr
 from llama2_lab.core.transformer import Transformer
 from llama2_lab.training import TrainConfig, TrainError, lr_at
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
