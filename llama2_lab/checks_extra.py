@@ -43,7 +43,7 @@ from .checks import _Case, _exception_hint, _Mistake, _run_cases
 from .config import ModelArgs
 from .model import Transformer
 
-__all__ = ["CheckResult", "use", "check_chat_encoder", "check_temperature", "check_top_k", "check_top_p",
+__all__ = ["CheckResult", "use", "reference_masked_loss", "reference_train_step", "check_chat_encoder", "check_temperature", "check_top_k", "check_top_p",
            "check_generate", "check_masked_loss", "check_train_step", "check_gatt_sequence"]
 
 
@@ -403,9 +403,9 @@ class _Recorder(torch.nn.Module):
         self.args = model.args
         self.calls: list[tuple[int, int, bool]] = []
 
-    def forward(self, tokens, start_pos: int = 0, cache=None, **kw):
+    def forward(self, tokens, start_pos: int = 0, cache=None, *rest, **kw):
         self.calls.append((int(tokens.shape[-1]), int(start_pos), cache is not None))
-        return self.model(tokens, start_pos=start_pos, cache=cache, **kw)
+        return self.model(tokens, start_pos, cache, *rest, **kw)
 
     def new_cache(self, *a, **kw):
         return self.model.new_cache(*a, **kw)
@@ -517,6 +517,11 @@ def _loss_reference(model, rows, mask, kind="right"):
     return (ce * m).sum() / m.sum().clamp(min=1)
 
 
+def reference_masked_loss(model, rows, mask):
+    """The package's masked loss behind notebook 07's signature: rows (B, T+1) ids, mask (B, T+1) -> scalar."""
+    return _loss_reference(model, rows, mask)
+
+
 def _loss_cases():
     g = torch.Generator().manual_seed(7)
     rows = torch.randint(0, 96, (3, 13), generator=g)
@@ -574,6 +579,19 @@ def _step_reference(model, opt, rows, mask, step, cfg, kind="right"):
     loss.backward()
     if kind not in ("no_clip",):
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss
+
+
+def reference_train_step(model, opt, rows, mask, step, cfg, loss_fn=None):
+    """The package's recipe step behind notebook 07's signature (``loss_fn`` replaces the masked loss)."""
+    from .train import lr_at
+    for g in opt.param_groups:
+        g["lr"] = lr_at(step, cfg)
+    loss = (loss_fn or reference_masked_loss)(model, rows, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
     return loss
 
