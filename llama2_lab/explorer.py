@@ -45,6 +45,9 @@ class ExplorerError(ValueError):
 
 
 # --- pure helpers ------------------------------------------------------------------------------
+ROW_BEFORE, ROW_AFTER = 160, 24  # tokens of context shown around the query in the explorer's row text
+
+
 def bin_attention(mat, bin: int) -> np.ndarray:
     """Max-pool the last two axes in ``bin`` x ``bin`` blocks: (..., S, S) -> (..., ceil(S/bin), ceil(S/bin)).
 
@@ -122,8 +125,8 @@ def token_row_html(tokens: Sequence[str], weights, *, query: int | None = None,
         if n_prompt is not None and i >= n_prompt:
             style.append(f"border-bottom:2px solid {GENERATED_COLOUR}")
         spans.append(f'<span title="{tip}" style="{";".join(style)}">{text}</span>')
-    return ('<div class="l2l-row" style="font-family:monospace;line-height:1.7;max-height:12em;'
-            'overflow-y:auto">' + "".join(spans) + "</div>")
+    return ('<div class="l2l-row" style="font-family:monospace;line-height:1.7;max-height:30em;'
+            'overflow-y:auto;word-break:break-word">' + "".join(spans) + "</div>")
 
 
 def kv_groups(n_heads: int, n_kv_heads: int) -> list[list[int]]:
@@ -160,8 +163,10 @@ def attention_heatmap(pattern, tokens: Sequence[str] | None = None, *, title: st
     if ax is None:
         # Fixed margins instead of constrained layout: measuring ~100 tick labels twice per redraw
         # was most of the redraw time for long inputs.
-        fig = Figure(figsize=(6.6, 5.8), dpi=100)
-        fig.subplots_adjust(left=0.17, right=0.92, bottom=0.17, top=0.91)
+        # 6.2 x 5.6 in at 100 dpi: beside the row text, the explorer fits a 1440 x 1000 laptop screen. The
+        # margins leave room for binned tick labels ("1000 ▁Tommy") and the axis labels outside them.
+        fig = Figure(figsize=(6.2, 5.6), dpi=100)
+        fig.subplots_adjust(left=0.22, right=0.9, bottom=0.22, top=0.92)
         ax = fig.add_subplot()
     else:
         fig = ax.figure
@@ -470,7 +475,12 @@ class AttentionExplorer(_LiveView):
             row = self._network_max()[t, : t + 1]
         else:
             row = self.patterns[lay][h, t, : t + 1]
-        return token_row_html(self.tokens, row, query=t, n_prompt=self.n_prompt)
+        # A long text shows a window that ends a little after the query, so the query is never scrolled away.
+        lo, hi = max(0, t - ROW_BEFORE), min(self.S, t + ROW_AFTER + 1)
+        n_prompt = None if self.n_prompt is None else self.n_prompt - lo
+        note = f'<span style="color:#888">… {lo} earlier tokens … </span>' if lo else ""
+        html_row = token_row_html(self.tokens[lo:hi], row[lo:], query=t - lo, n_prompt=n_prompt)
+        return html_row.replace('">', '">' + note, 1)  # the note goes first inside the row's box
 
     def _row_title(self) -> str:
         s = self.state
@@ -573,9 +583,9 @@ class AttentionExplorer(_LiveView):
                                     continuous_update=False, layout=W.Layout(width="480px"),
                                     style={"description_width": "initial"})
         self._w_token_label = W.HTML()
-        self._w_image = W.Image(format="png", value=self._png, layout=W.Layout(max_width="920px"))
-        self._w_row = W.HTML()
-        self._w_row_title = W.HTML()
+        self._w_image = W.Image(format="png", value=self._png, layout=W.Layout(max_width="620px", flex="0 0 auto"))
+        self._w_row = W.HTML(layout=W.Layout(width="100%"))
+        self._w_row_title = W.HTML(layout=W.Layout(width="100%"))
         self._w_legend = W.HTML(self._legend_html())
         self._w_path = W.Text(value="build/attention.png", description="file", layout=W.Layout(width="320px"))
         self._w_save = W.Button(description="Save PNG", icon="download")
@@ -595,9 +605,10 @@ class AttentionExplorer(_LiveView):
             W.HBox([self._w_view]),
             W.HBox([self._w_layer, self._w_head, self._w_legend]),
             W.HBox([self._w_token, self._w_token_label]),
-            self._w_image,
-            self._w_row_title,
-            self._w_row,
+            # the image and the query's row side by side: the whole explorer fits a 1440 x 1000 screen
+            W.HBox([self._w_image, W.VBox([self._w_row_title, self._w_row],
+                                          layout=W.Layout(flex="1 1 0", min_width="300px", padding="0 0 0 8px"))],
+                   layout=W.Layout(flex_flow="row wrap", align_items="flex-start")),
             W.HBox([self._w_path, self._w_save, self._w_status]),
         ], layout=W.Layout(padding="4px 8px"))
         self._widget.add_class("l2l-explorer")
