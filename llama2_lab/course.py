@@ -256,12 +256,13 @@ def _call_name(node) -> str:
 
 
 def checked_builds(nb) -> dict[str, int]:
-    """The learner's builds: names the notebook defines and passes to a ``check_*`` call (positionally or by
-    keyword) -> the cell of the first such call. A deliberately wrong demo whose check is asserted to fail
+    """The learner's builds: functions and classes the notebook defines and passes to a ``check_*`` call
+    (positionally or by keyword) -> the cell of the first such call. A deliberately wrong demo whose check is asserted to fail
     (``assert not check_x(wrong).passed``; ``r = check_x(wrong)`` ... ``assert not r.passed`` or
     ``assert r.mistake == ...``) is not one."""
     trees = [_tree(c) for c in nb.cells]
-    defined = {name for t in trees for name in _definitions(t)}
+    defined = {name for t in trees for name, node in _definitions(t).items()  # functions and classes: the
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}  # tokenizer is no build
     calls: list[tuple[ast.Call, int]] = []
     result_of: dict[str, list[ast.Call]] = {}  # r = check_x(...): r -> the calls
     failing: set[int] = set()  # id() of check calls asserted to fail

@@ -253,6 +253,9 @@ def test_untagged_builds_named():
     ready = _nb([_md("# T"), _code("def my_f(x):\n    return x + 1"), _code("assert check_f(my_f).passed")])
     assert any("my_f" in p and "ready-made" in p for p in course.untagged_builds(ready))
     demo = _nb([_code("def wrong(x):\n    return x"), _code("r = check_f(wrong)\nassert not r.passed")])
+    data = _nb([_code("tok = make()"), _code("def my_f(t):\n    raise NotImplementedError"),
+                _code("def my_f(t):\n    return t", tags=["solution"]), _code("use(check_f(my_f, tok), my_f, g, 'f')")])
+    assert course.checked_builds(data) == {"my_f": 3}  # the tokenizer passed along is no build
     assert course.checked_builds(demo) == {} and course.untagged_builds(demo) == []
     no_solution = _nb([_code("def my_f(x):\n    raise NotImplementedError"), _code("use(check_f(my_f), my_f, g, 'f')")])
     assert any("no cell tagged 'solution'" in p for p in course.untagged_builds(no_solution))

@@ -106,7 +106,6 @@ def test_student_copy_runs_and_solutions_put_back_pass(path):
     done = _execute(back, fast=False)
     done_out = "\n".join(_text(c) for c in done.cells)
     assert "not written yet" not in done_out and "Using the package's" not in done_out, path.name
-    assert done_out.count("Using your ") >= len([b for b in builds if b]) or not builds, path.name
 
     leaks = [line for line in _solution_lines(done) if line in student_out]
     assert leaks == [], f"{path.name}: solution output shown in the student copy: {leaks[:3]}"
