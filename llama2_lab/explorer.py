@@ -94,12 +94,13 @@ def _readable(tok: str) -> str:
 
 
 def token_row_html(tokens: Sequence[str], weights, *, query: int | None = None,
-                   n_prompt: int | None = None, normalize: bool = False) -> str:
+                   n_prompt: int | None = None, normalize: bool = False, offset: int = 0) -> str:
     """The text with each token shaded by its attention weight: HTML spans, background alpha = weight.
 
     weights (S,) or shorter (a causal row stops at the query). ``normalize`` divides by the row's
     maximum so weak patterns show up; the exact weight is always in the span's tooltip.
     The query token is outlined; generated tokens (index >= n_prompt) are underlined in orange.
+    ``offset`` is the position of tokens[0] in the whole text (a window of it), for the tooltips' numbers.
     """
     w = _to_numpy(weights).astype(np.float64).ravel()
     if len(w) > len(tokens):
@@ -112,9 +113,9 @@ def token_row_html(tokens: Sequence[str], weights, *, query: int | None = None,
         text = html.escape(_readable(tok).replace("\n", "↵"))
         if i < len(w):
             alpha = float(np.clip(w[i] / scale, 0.0, 1.0))
-            tip = f"#{i} {html.escape(repr(tok))}: {w[i]:.4f}"
+            tip = f"#{i + offset} {html.escape(repr(tok))}: {w[i]:.4f}"
         else:
-            alpha, tip = 0.0, f"#{i} {html.escape(repr(tok))}: masked (future token)"
+            alpha, tip = 0.0, f"#{i + offset} {html.escape(repr(tok))}: masked (future token)"
         style = [f"background-color:rgba(31,119,180,{alpha:.3f})", "padding:1px 0", "white-space:pre-wrap"]
         if alpha > 0.6:
             style.append("color:white")
@@ -479,7 +480,7 @@ class AttentionExplorer(_LiveView):
         lo, hi = max(0, t - ROW_BEFORE), min(self.S, t + ROW_AFTER + 1)
         n_prompt = None if self.n_prompt is None else self.n_prompt - lo
         note = f'<span style="color:#888">… {lo} earlier tokens … </span>' if lo else ""
-        html_row = token_row_html(self.tokens[lo:hi], row[lo:], query=t - lo, n_prompt=n_prompt)
+        html_row = token_row_html(self.tokens[lo:hi], row[lo:], query=t - lo, n_prompt=n_prompt, offset=lo)
         return html_row.replace('">', '">' + note, 1)  # the note goes first inside the row's box
 
     def _row_title(self) -> str:
