@@ -274,3 +274,22 @@ def test_real_notebooks_exercises_have_prompts():
     for p in _real_notebooks():
         nb = nbformat.read(p, as_version=4)
         assert course.exercise_problems(nb) == [], p.name
+
+
+def test_real_student_copies_leak_no_answers(tmp_path):
+    """Answers hidden in markdown (<details>) or computed by an untagged cell after a prompt are leaks."""
+    make_student_copies(NOTEBOOKS, tmp_path / "student")
+    for path in sorted((tmp_path / "student").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for i, c in enumerate(nb.cells):
+            assert "<details" not in c.source, f"{path.name} cell {i}: a <details> answer; tag it 'solution'"
+            if c.cell_type == "markdown" and c.source.lstrip().startswith("**Exercise"):
+                # a cell that shows an exercise's answer is a solution (gone from the copy), not an untagged cell
+                j = i + 1
+                while j < len(nb.cells) and nb.cells[j].cell_type == "code":
+                    tags = set(nb.cells[j].metadata.get("tags") or [])
+                    src = nb.cells[j].source
+                    shows = any(f in src for f in ("print(", "display(", "show(", "plt.", "Markdown("))
+                    ok = tags & {"exercise-placeholder", "checks"} or course.is_skeleton(nb.cells[j]) or not shows
+                    assert ok, f"{path.name} cell {j}: an untagged cell shows the answer to the exercise at cell {i}"
+                    j += 1
