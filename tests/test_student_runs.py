@@ -41,14 +41,21 @@ def _env(fast: bool) -> dict:
     return env
 
 
-def _execute(nb, fast: bool):
+def _execute(nb, fast: bool, what: str = ""):
     """Run a notebook node in a fresh kernel in notebooks/; -> the executed node. Raises on an error in a cell
-    without the raises-exception tag (nbclient's rule, the same as nbval's and JupyterLab's Run All)."""
+    without the raises-exception tag (nbclient's rule, the same as nbval's and JupyterLab's Run All).
+    With LLAMA2_LAB_TIMINGS=FILE set, a line "what mode seconds" is appended to FILE."""
+    import time
+
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
+    t0 = time.perf_counter()
     client.execute(env=_env(fast))
+    if os.environ.get("LLAMA2_LAB_TIMINGS"):
+        with open(os.environ["LLAMA2_LAB_TIMINGS"], "a") as f:
+            f.write(f"{what} {'fast' if fast else 'learner'} {time.perf_counter() - t0:.1f}\n")
     return nb
 
 
@@ -93,7 +100,7 @@ def test_student_copy_runs_and_solutions_put_back_pass(path):
     student, _ = course.student_notebook(instructor)
     builds = course.checked_builds(instructor)
 
-    ran = _execute(nbformat.from_dict(student), fast=False)
+    ran = _execute(nbformat.from_dict(student), fast=False, what=f"{path.stem} student-copy")
     student_out = "\n".join(_text(c) for c in ran.cells)
     for line in student_out.splitlines():  # a check line for a build never says it passed
         assert not line.startswith("Using your "), (path.name, line)
@@ -103,7 +110,7 @@ def test_student_copy_runs_and_solutions_put_back_pass(path):
 
     back = course.put_solutions_back(student, instructor)
     assert [(c["id"], c.source) for c in back.cells] == [(c["id"], c.source) for c in instructor.cells]
-    done = _execute(back, fast=False)
+    done = _execute(back, fast=False, what=f"{path.stem} solutions-put-back")
     done_out = "\n".join(_text(c) for c in done.cells)
     assert "not written yet" not in done_out and "Using the package's" not in done_out, path.name
 
