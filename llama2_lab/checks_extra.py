@@ -28,9 +28,7 @@ check_gatt_sequence ``fn(tok, system, users, replies) -> (ids, mask)`` (notebook
 
 from __future__ import annotations
 
-import copy
 import math
-import traceback
 from dataclasses import dataclass
 
 import torch
@@ -43,8 +41,20 @@ from .checks import _Case, _exception_hint, _Mistake, _run_cases
 from .config import ModelArgs
 from .model import Transformer
 
-__all__ = ["CheckResult", "use", "reference_masked_loss", "reference_train_step", "check_chat_encoder", "check_temperature", "check_top_k", "check_top_p",
-           "check_generate", "check_masked_loss", "check_train_step", "check_gatt_sequence"]
+__all__ = [
+    "CheckResult",
+    "check_chat_encoder",
+    "check_gatt_sequence",
+    "check_generate",
+    "check_masked_loss",
+    "check_temperature",
+    "check_top_k",
+    "check_top_p",
+    "check_train_step",
+    "reference_masked_loss",
+    "reference_train_step",
+    "use",
+]
 
 
 # --- the shared mechanism: "not written yet" and the fallback ---------------------------------------
@@ -181,20 +191,20 @@ def _chat_variant(kind):
 
 
 _CHAT_MISTAKES = [
-    ("one_bos", "your ids match the whole dialog encoded as one string with a single BOS: every exchange is "
-     "its own BOS + [INST] user [/INST] answer + EOS, encoded separately (Meta's chat_completion)."),
-    ("no_eos", "your ids match BOS per exchange but no EOS after the answers: a finished exchange ends with EOS "
-     "(tok.encode(text, bos=True, eos=True)); only the last, open prompt has none."),
-    ("no_space_after_inst", "your ids match '[INST]' with no space before the user's text: the template is "
-     "f\"[INST] {user} [/INST]\", one space after [INST] and one before [/INST]."),
-    ("no_trailing_space", "your ids match an answer without its trailing space: Meta writes "
-     "f\"[INST] {user} [/INST] {answer} \" (a space after the answer, which becomes a bare ▁ before EOS)."),
-    ("system_every_turn", "your ids match the system message repeated in every user message: it goes into the "
-     "first user message only (that is what GAtt, notebook 09, works around)."),
-    ("sys_no_newlines", "your ids match <<SYS>> without its newlines: the block is "
-     "\"<<SYS>>\\n\" + system + \"\\n<</SYS>>\\n\\n\" in front of the first user message."),
-    ("no_strip", "your ids match contents that were not stripped: Meta strips every message "
-     "(content.strip()) before putting it in the template."),
+    ("one_bos", ("your ids match the whole dialog encoded as one string with a single BOS: every exchange is "
+     "its own BOS + [INST] user [/INST] answer + EOS, encoded separately (Meta's chat_completion).")),
+    ("no_eos", ("your ids match BOS per exchange but no EOS after the answers: a finished exchange ends with EOS "
+     "(tok.encode(text, bos=True, eos=True)); only the last, open prompt has none.")),
+    ("no_space_after_inst", ("your ids match '[INST]' with no space before the user's text: the template is "
+     "f\"[INST] {user} [/INST]\", one space after [INST] and one before [/INST].")),
+    ("no_trailing_space", ("your ids match an answer without its trailing space: Meta writes "
+     "f\"[INST] {user} [/INST] {answer} \" (a space after the answer, which becomes a bare ▁ before EOS).")),
+    ("system_every_turn", ("your ids match the system message repeated in every user message: it goes into the "
+     "first user message only (that is what GAtt, notebook 09, works around).")),
+    ("sys_no_newlines", ("your ids match <<SYS>> without its newlines: the block is "
+     "\"<<SYS>>\\n\" + system + \"\\n<</SYS>>\\n\\n\" in front of the first user message.")),
+    ("no_strip", ("your ids match contents that were not stripped: Meta strips every message "
+     "(content.strip()) before putting it in the template.")),
 ]
 
 
@@ -250,7 +260,7 @@ def check_temperature(fn, verbose: bool = True) -> CheckResult:
     for c in _logit_cases(10):
         for T in (0.5, 1.0, 1.7):
             cases.append(_Case(f"{c.label}, temperature {T}", torch.float32, {**c.data, "T": T}))
-    ref = lambda c: torch.softmax(c.data["logits"] / c.data["T"], -1)  # noqa: E731
+    ref = lambda c: torch.softmax(c.data["logits"] / c.data["T"], -1)
     mistakes = [
         _Mistake("times_T", "your output matches softmax(logits * T): divide the logits by the temperature "
                  "(T < 1 sharpens, T > 1 flattens).", lambda c: torch.softmax(c.data["logits"] * c.data["T"], -1)),
@@ -535,24 +545,26 @@ def _loss_cases():
 
 
 _LOSS_MISTAKES = [
-    ("mask_off_by_one", "your loss matches the mask taken on the inputs (mask[:, :-1]): the mask belongs to the "
-     "token being predicted, so use mask[:, 1:] next to targets rows[:, 1:]."),
-    ("no_mask", "your loss ignores the mask (a plain mean over every token): multiply the per-token losses by the "
-     "mask and divide by the mask's sum."),
-    ("mean_over_all", "your loss divides by all B·T tokens: divide by the number of learned tokens, mask.sum()."),
-    ("row_means", "your loss averages per-row means: sum the masked losses over the whole batch and divide by the "
-     "total number of learned tokens (a row with a long answer counts more)."),
-    ("sum", "your loss is the sum, not the mean, over the learned tokens: divide by mask.sum()."),
-    ("no_shift", "your targets are the inputs themselves: the model at position t predicts token t+1, so the inputs "
-     "are rows[:, :-1] and the targets rows[:, 1:]."),
+    ("mask_off_by_one", ("your loss matches the mask taken on the inputs (mask[:, :-1]): the mask belongs to the "
+     "token being predicted, so use mask[:, 1:] next to targets rows[:, 1:].")),
+    ("no_mask", ("your loss ignores the mask (a plain mean over every token): multiply the per-token losses by the "
+     "mask and divide by the mask's sum.")),
+    ("mean_over_all", ("your loss divides by all B·T tokens: divide by the number of learned tokens, mask.sum().")),
+    ("row_means", ("your loss averages per-row means: sum the masked losses over the whole batch and divide by the "
+     "total number of learned tokens (a row with a long answer counts more).")),
+    ("sum", ("your loss is the sum, not the mean, over the learned tokens: divide by mask.sum().")),
+    ("no_shift", ("your targets are the inputs themselves: the model at position t predicts token t+1, so the inputs "
+     "are rows[:, :-1] and the targets rows[:, 1:].")),
 ]
 
 
 def check_masked_loss(fn, verbose: bool = True) -> CheckResult:
     """Compare ``fn(model, rows, mask) -> scalar`` with sum(ce · mask[:, 1:]) / sum(mask[:, 1:])."""
     model = _tiny_model(1)
-    mistakes = [_Mistake(k, h, (lambda kind: lambda c: _loss_reference(model, c.data["rows"], c.data["mask"], kind))(k))
-                for k, h in _LOSS_MISTAKES]
+    def variant(kind):
+        return lambda c: _loss_reference(model, c.data["rows"], c.data["mask"], kind)
+
+    mistakes = [_Mistake(k, h, variant(k)) for k, h in _LOSS_MISTAKES]
     return _run("check_masked_loss", "masked loss", _loss_cases(),
                 lambda c: _as_scalar(fn(model, c.data["rows"].clone(), c.data["mask"].clone())),
                 lambda c: _loss_reference(model, c.data["rows"], c.data["mask"]), mistakes, atol=1e-5, rtol=1e-5,
@@ -597,14 +609,14 @@ def reference_train_step(model, opt, rows, mask, step, cfg, loss_fn=None):
 
 
 _STEP_MISTAKES = [
-    ("no_clip", "your parameters match a step without gradient clipping: call "
+    ("no_clip", ("your parameters match a step without gradient clipping: call "
      "torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) between backward() and opt.step() "
-     "(clipping after opt.step() is the same as not clipping: the update already used the raw gradients)."),
-    ("no_zero_grad", "your second step matches gradients accumulated over both steps: call "
-     "opt.zero_grad() before loss.backward() (PyTorch adds new gradients to the old ones)."),
-    ("lr_not_set", "your parameters match the optimiser's own learning rate: set every param group's lr to "
-     "train.lr_at(step, cfg) before the step (warmup and cosine come from the schedule)."),
-    ("lr_next_step", "your parameters match lr_at(step + 1, cfg): step is 0-based, use lr_at(step, cfg)."),
+     "(clipping after opt.step() is the same as not clipping: the update already used the raw gradients).")),
+    ("no_zero_grad", ("your second step matches gradients accumulated over both steps: call "
+     "opt.zero_grad() before loss.backward() (PyTorch adds new gradients to the old ones).")),
+    ("lr_not_set", ("your parameters match the optimiser's own learning rate: set every param group's lr to "
+     "train.lr_at(step, cfg) before the step (warmup and cosine come from the schedule).")),
+    ("lr_next_step", ("your parameters match lr_at(step + 1, cfg): step is 0-based, use lr_at(step, cfg).")),
 ]
 
 
@@ -634,8 +646,11 @@ def check_train_step(fn, verbose: bool = True) -> CheckResult:
         with torch.enable_grad():
             return run(_step_reference)(c)
 
-    mistakes = [_Mistake(k, h, (lambda f: lambda c: _with_grad(f, c))(run(lambda *a, _k=k: _step_reference(*a, kind=_k))))
-                for k, h in _STEP_MISTAKES]
+    def variant(kind):
+        wrong = run(lambda *a: _step_reference(*a, kind=kind))
+        return lambda c: _with_grad(wrong, c)  # _diagnose runs under no_grad; a step needs gradients
+
+    mistakes = [_Mistake(k, h, variant(k)) for k, h in _STEP_MISTAKES]
     return _run("check_train_step", "training step", cases, learner, reference, mistakes, atol=1e-5, rtol=1e-4,
                 fallback="The parameters after two steps differ from the recipe's: lr_at(step, cfg) into every "
                          "param group, zero_grad, your masked loss, backward, clip_grad_norm_, step.",
@@ -673,19 +688,19 @@ def _gatt_variant(tok, kind, system, users, replies):
 
 
 _GATT_MISTAKES = [
-    ("system_every_turn", "your ids keep the system message in every user message: GAtt step 3 drops it from all "
-     "but the first, so the last reply must come from an instruction several turns back."),
-    ("all_replies", "your mask trains every reply: GAtt sets the loss to 0 on all earlier turns and trains only the "
-     "last reply (and its EOS) — the earlier replies were sampled with an instruction the data no longer shows."),
-    ("first_reply", "your mask trains the first reply: train the last one, whose instruction is furthest back."),
-    ("mask_user_turn", "your mask covers the whole last exchange, the user's message and the template included: "
-     "the loss is on the assistant's reply and its EOS only."),
-    ("mask_shift_left", "your mask is one token too early (it starts on the token before the reply and misses the "
-     "EOS): mark the reply's own tokens and its EOS."),
-    ("mask_shift_right", "your mask is one token too late (it misses the reply's first token and marks the token "
-     "after the EOS): mark the reply's own tokens and its EOS."),
-    ("no_eos_in_mask", "your mask leaves out the EOS after the last reply: train the EOS too, or the model never "
-     "learns to stop."),
+    ("system_every_turn", ("your ids keep the system message in every user message: GAtt step 3 drops it from all "
+     "but the first, so the last reply must come from an instruction several turns back.")),
+    ("all_replies", ("your mask trains every reply: GAtt sets the loss to 0 on all earlier turns and trains only the "
+     "last reply (and its EOS) — the earlier replies were sampled with an instruction the data no longer shows.")),
+    ("first_reply", ("your mask trains the first reply: train the last one, whose instruction is furthest back.")),
+    ("mask_user_turn", ("your mask covers the whole last exchange, the user's message and the template included: "
+     "the loss is on the assistant's reply and its EOS only.")),
+    ("mask_shift_left", ("your mask is one token too early (it starts on the token before the reply and misses the "
+     "EOS): mark the reply's own tokens and its EOS.")),
+    ("mask_shift_right", ("your mask is one token too late (it misses the reply's first token and marks the token "
+     "after the EOS): mark the reply's own tokens and its EOS.")),
+    ("no_eos_in_mask", ("your mask leaves out the EOS after the last reply: train the EOS too, or the model never "
+     "learns to stop.")),
 ]
 
 

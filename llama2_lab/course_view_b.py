@@ -8,7 +8,7 @@ between tokens, never inside one, and fit a 1440-pixel-wide screen.
 from __future__ import annotations
 
 import html as _html
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

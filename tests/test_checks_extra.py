@@ -59,7 +59,7 @@ def test_sampling_filters():
         idx = torch.topk(l, min(k, l.shape[-1]), -1).indices
         return l.masked_fill(~torch.zeros_like(l, dtype=torch.bool).scatter(-1, idx, True), float("-inf"))
     assert X.check_top_k(exactly_k, verbose=False).mistake == "ties_dropped"
-    zeros = lambda l, k: l.masked_fill(l < torch.topk(l, min(k, l.shape[-1]), -1).values[..., -1:], 0.0)  # noqa: E731
+    zeros = lambda l, k: l.masked_fill(l < torch.topk(l, min(k, l.shape[-1]), -1).values[..., -1:], 0.0)
     assert X.check_top_k(zeros, verbose=False).mistake == "zero_not_inf"
     assert X.check_top_p(G.top_p_filter, verbose=False).passed
     for key in ("drops_crossing", "no_renorm", "sorted_order", "ascending"):
@@ -133,7 +133,7 @@ def test_train_step_passes():
 
 @pytest.mark.parametrize("key", [k for k, _ in X._GATT_MISTAKES])
 def test_gatt_sequence_mistakes(tok, key):
-    good = lambda t, s, u, r: gatt.encode_turns(t, s, u, r, sys_turns=(0,), train_turns={len(r) - 1})  # noqa: E731
+    good = lambda t, s, u, r: gatt.encode_turns(t, s, u, r, sys_turns=(0,), train_turns={len(r) - 1})
     assert X.check_gatt_sequence(good, tok, verbose=False).passed
     r = X.check_gatt_sequence(lambda t, s, u, rr: X._gatt_variant(t, key, s, u, rr), tok, verbose=False)
     assert r.mistake == key
