@@ -7,14 +7,13 @@ Per notebook:
    every build's check says "not written yet" and hands over the package's version;
 3. the student copy with the solutions put back is the instructor's notebook, cell for cell; it runs top to
    bottom in learner mode and every check passes ("Using your ...", never "Using the package's ...");
-4. no output of a solution cell (a line it prints) shows up anywhere in the student copy's run.
+4. no output of a solution cell (a line it prints) shows up in a later cell of the student copy's run.
 
 The instructor's notebooks themselves run in fast mode under nbval (`make test`), so every notebook runs in
 both modes. LLAMA2_LAB_STUDENT_RUNS=0 skips this module (e.g. for a quick local run).
 """
 
 import os
-import re
 from pathlib import Path
 
 import nbformat
@@ -24,7 +23,8 @@ from llama2_lab import course
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-TIMEOUT = 600  # seconds per cell
+# seconds per cell: 07's training cell takes ~2 minutes on an idle 2-core machine, 10 on a busy one
+TIMEOUT = int(os.environ.get("LLAMA2_LAB_CELL_TIMEOUT", "1800"))
 
 pytestmark = pytest.mark.skipif(os.environ.get("LLAMA2_LAB_STUDENT_RUNS") == "0",
                                 reason="LLAMA2_LAB_STUDENT_RUNS=0: student-copy runs skipped")
@@ -72,19 +72,29 @@ def _text(cell) -> str:
     return "\n".join(parts)
 
 
-_NUMBERLESS = re.compile(r"[\d.,]+")
-
-
-def _solution_lines(nb) -> list[str]:
-    """Distinctive lines the solution cells print: long enough to mean something, not a progress bar."""
+def _solution_lines(nb) -> list[tuple[int, str]]:
+    """(cell index, line) for the distinctive lines solution cells print: long enough to mean something, not a
+    progress bar or markup."""
     lines = []
-    for c in nb.cells:
+    for i, c in enumerate(nb.cells):
         if course.is_solution(c) and c.cell_type == "code":
             for line in _text(c).splitlines():
                 line = line.strip()
                 if len(line) >= 12 and "it/s" not in line and "%|" not in line and not line.startswith("<"):
-                    lines.append(line)
+                    lines.append((i, line))
     return lines
+
+
+def _leaks(done, ran) -> list[str]:
+    """Lines a solution printed (in ``done``, the instructor's cell order) that a *later* cell of the student
+    copy's run (``ran``) shows too."""
+    order = {c["id"]: i for i, c in enumerate(done.cells)}
+    out = []
+    for i, line in _solution_lines(done):
+        later = "\n".join(_text(c) for c in ran.cells if order.get(c["id"], -1) > i)
+        if line in later:
+            out.append(line)
+    return out
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
@@ -114,5 +124,22 @@ def test_student_copy_runs_and_solutions_put_back_pass(path):
     done_out = "\n".join(_text(c) for c in done.cells)
     assert "not written yet" not in done_out and "Using the package's" not in done_out, path.name
 
-    leaks = [line for line in _solution_lines(done) if line in student_out]
-    assert leaks == [], f"{path.name}: solution output shown in the student copy: {leaks[:3]}"
+    leaks = _leaks(done, ran)
+    assert leaks == [], f"{path.name}: solution output shown in a later cell of the student copy: {leaks[:3]}"
+
+
+def test_leak_detector_sees_a_later_cell_only():
+    """The leak check itself: a solution's printed line in a later cell is a leak, in an earlier one it is not."""
+    out = lambda text: [nbformat.v4.new_output("stream", name="stdout", text=text)]  # noqa: E731
+    cells = [nbformat.v4.new_code_cell("print('the answer is 4,2,42')"), nbformat.v4.new_markdown_cell("**Exercise**"),
+             nbformat.v4.new_code_cell("x = answer()", metadata={"tags": ["solution"]}),
+             nbformat.v4.new_code_cell("print(x)")]
+    done = nbformat.v4.new_notebook(cells=cells)
+    done.cells[0].outputs = out("the answer is 4,2,42\n")
+    done.cells[2].outputs = out("the answer is 4,2,42\n")
+    ran = nbformat.from_dict(done)
+    ran.cells = [ran.cells[0], ran.cells[1], ran.cells[3]]
+    ran.cells[2].outputs = []
+    assert _leaks(done, ran) == []  # shown before the exercise: not a leak
+    ran.cells[2].outputs = out("the answer is 4,2,42\n")
+    assert _leaks(done, ran) == ["the answer is 4,2,42"]
