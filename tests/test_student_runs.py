@@ -130,7 +130,7 @@ def test_student_copy_runs_and_solutions_put_back_pass(path):
 
 def test_leak_detector_sees_a_later_cell_only():
     """The leak check itself: a solution's printed line in a later cell is a leak, in an earlier one it is not."""
-    out = lambda text: [nbformat.v4.new_output("stream", name="stdout", text=text)]  # noqa: E731
+    out = lambda text: [nbformat.v4.new_output("stream", name="stdout", text=text)]
     cells = [nbformat.v4.new_code_cell("print('the answer is 4,2,42')"), nbformat.v4.new_markdown_cell("**Exercise**"),
              nbformat.v4.new_code_cell("x = answer()", metadata={"tags": ["solution"]}),
              nbformat.v4.new_code_cell("print(x)")]
