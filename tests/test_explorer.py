@@ -9,20 +9,9 @@ import pytest
 import torch
 
 from llama2_lab.config import ModelArgs
-from llama2_lab.explorer import (
-    AttentionExplorer,
-    ExplorerError,
-    SamplingPlayground,
-    attention_heatmap,
-    bin_attention,
-    distributions_chart,
-    figure_png,
-    head_label,
-    heads_grid,
-    kv_groups,
-    network_view,
-    token_row_html,
-)
+from llama2_lab.explorer import (AttentionExplorer, ExplorerError, SamplingPlayground, attention_heatmap,
+                                 bin_attention, distributions_chart, figure_png, head_label, heads_grid,
+                                 kv_groups, network_view, token_row_html)
 from llama2_lab.model import Transformer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -275,7 +264,7 @@ def tok_and_model():
     from llama2_lab.tokenizer import train_tokenizer
 
     rng = np.random.default_rng(0)
-    words = ["once", "upon", "a", "time", "there", "was", "a", "little", "cat", "who", "liked", "to", "play", "in", "the", "sun", "with", "her", "friend"]
+    words = "once upon a time there was a little cat who liked to play in the sun with her friend".split()
     texts = [" ".join(rng.choice(words, 10)) + "." for _ in range(300)]
     tok = train_tokenizer(texts, 300)
     args = ModelArgs.from_name("tiny", vocab_size=len(tok), max_seq_len=48)
