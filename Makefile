@@ -1,6 +1,9 @@
 # llama2-lab: the two commands of the README, and a few helpers.
 #   make lab     open the course in JupyterLab (creates .venv on first use)
-#   make test    lint, then the whole test suite, notebooks included (creates .venv on first use)
+#   make test    lint, then the whole test suite, notebooks included (creates .venv on first use): every notebook
+#                in fast mode (nbval), and every student copy top to bottom, then with its solutions put back,
+#                in the learner's mode (tests/test_student_runs.py)
+#   make test-quick   the same without the student-copy runs
 # TORCH_SPEC chooses the torch build: your normal torch by default; CI pins the local CPU wheel with
 #   TORCH_SPEC=torch==2.13.0 make test
 PYTHON ?= python3
@@ -9,7 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab story family test lint venv clean-venv
+.PHONY: lab story family test test-quick lint venv clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +42,10 @@ lint: $(STAMP)
 
 test: lint
 	LLAMA2_LAB_FAST=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=300 -p no:cacheprovider -q -ra --durations=15
+
+test-quick: lint
+	LLAMA2_LAB_STUDENT_RUNS=0 LLAMA2_LAB_FAST=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 	  --nbval-cell-timeout=300 -p no:cacheprovider -q -ra
 
 clean-venv:

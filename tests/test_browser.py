@@ -166,7 +166,7 @@ def test_notebook_08_widgets_in_chromium(lab, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(  # = --user-data-dir, as Playwright wants it
             str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1500})  # tall: whole widgets fit
+            viewport={"width": 1440, "height": 1000})  # a laptop screen: the explorer must fit it
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
             page.goto(f"{url}/lab/tree/{name}", timeout=deadline.ms(60))
@@ -175,7 +175,7 @@ def test_notebook_08_widgets_in_chromium(lab, tmp_path):
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
             # the last cell prints this once everything above has run
-            page.wait_for_selector("text=my_top_p matches the package", timeout=deadline.ms(200))
+            page.wait_for_selector("text=most previous-token-like", timeout=deadline.ms(200))
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
             tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
             assert not tracebacks, tracebacks[:1]
@@ -200,6 +200,10 @@ def test_notebook_08_widgets_in_chromium(lab, tmp_path):
             page.wait_for_function("() => document.querySelector('.l2l-explorer-token')"
                                    ".parentElement.innerText.includes('generated')", timeout=deadline.ms(30))
             explorer.screenshot(path=str(SHOTS / "explorer_single_head.png"))
+            box = explorer.bounding_box()
+            assert box["width"] <= 1440 and box["height"] <= 1000 - 80, box  # fits below JupyterLab's bars
+            row = page.locator(".l2l-explorer-row").first.bounding_box()
+            assert row["x"] + row["width"] <= 1440, row  # the query's row text is beside the image, on screen
 
             single = _src(page.locator(img).nth(0))
             explorer.locator(".l2l-explorer-view button", has_text="all heads").click()

@@ -365,3 +365,18 @@ def test_heads_grid_layout_follows_kv_groups(n_heads, n_kv, grid):
     assert colours[head_label(0, n_heads, n_kv)] == colours[head_label(n_rep - 1, n_heads, n_kv)]
     if n_kv > 1:
         assert colours[head_label(0, n_heads, n_kv)] != colours[head_label(n_rep, n_heads, n_kv)]
+
+
+def test_explorer_row_keeps_the_query_in_view_on_a_long_text():
+    from llama2_lab.course import explorer
+    S = 600
+    ex = AttentionExplorer(causal_patterns(1, 2, S), [f"t{i}" for i in range(S)], n_prompt=500)
+    ex.set(token=550)
+    row = ex.row_html()
+    lo = 550 - explorer.ROW_BEFORE
+    assert f"… {lo} earlier tokens …" in row  # the window starts late and says so
+    spans = row.split("<span title=")[1:]
+    assert len(spans) == explorer.ROW_BEFORE + explorer.ROW_AFTER + 1  # ... and ends a little after the query
+    assert "outline" in spans[explorer.ROW_BEFORE] and "#550 " in spans[explorer.ROW_BEFORE]
+    ex.set(token=5)
+    assert "earlier tokens" not in ex.row_html()  # near the start, the row starts at token 0

@@ -1,4 +1,4 @@
-"""Multi-turn dialogues with system instructions a function can check, for Ghost Attention (notebook 09).
+"""Multi-turn dialogues with system instructions a function can check, for Ghost Attention (notebook 12).
 
 GAtt [P2 §3.3] needs a dialogue dataset and instructions that "should be respected throughout
 the conversation". The paper samples them from three families (hobbies, language, public

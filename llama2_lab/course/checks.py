@@ -51,8 +51,8 @@ import math
 import os
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -1108,7 +1108,7 @@ def _block_cases(cached: bool) -> list[_Case]:
         from ..core.transformer import TransformerBlock
         blk = TransformerBlock(0, args)
         with torch.no_grad():
-            for j, (name, p) in enumerate(blk.named_parameters()):
+            for j, (_name, p) in enumerate(blk.named_parameters()):
                 p.copy_(_randn(*p.shape, seed=810 + 20 * i + j, scale=0.3, shift=1.0) if p.dim() == 1
                         else _randn(*p.shape, seed=810 + 20 * i + j, scale=1.2 * p.shape[1] ** -0.5))
         P = {k: v.to(dtype) for k, v in blk.state_dict().items()}
@@ -1272,7 +1272,7 @@ def _model_cases(cached: bool) -> list[_Case]:
             args = args.replace(rope_theta=theta)
         model = Transformer(args).init_weights(std=0.08, seed=900 + i)
         with torch.no_grad():
-            for j, (name, p) in enumerate(model.named_parameters()):
+            for j, (_name, p) in enumerate(model.named_parameters()):
                 if p.dim() == 1:
                     p.copy_(_randn(*p.shape, seed=910 + 50 * i + j, scale=0.3, shift=1.0))
         sd = {k: v.to(dtype) for k, v in model.state_dict().items()}

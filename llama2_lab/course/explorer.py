@@ -20,8 +20,8 @@ import html
 import io
 import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ class ExplorerError(ValueError):
 
 
 # --- pure helpers ------------------------------------------------------------------------------
+ROW_BEFORE, ROW_AFTER = 160, 24  # tokens of context shown around the query in the explorer's row text
+
+
 def bin_attention(mat, bin: int) -> np.ndarray:
     """Max-pool the last two axes in ``bin`` x ``bin`` blocks: (..., S, S) -> (..., ceil(S/bin), ceil(S/bin)).
 
@@ -91,12 +94,13 @@ def _readable(tok: str) -> str:
 
 
 def token_row_html(tokens: Sequence[str], weights, *, query: int | None = None,
-                   n_prompt: int | None = None, normalize: bool = False) -> str:
+                   n_prompt: int | None = None, normalize: bool = False, offset: int = 0) -> str:
     """The text with each token shaded by its attention weight: HTML spans, background alpha = weight.
 
     weights (S,) or shorter (a causal row stops at the query). ``normalize`` divides by the row's
     maximum so weak patterns show up; the exact weight is always in the span's tooltip.
     The query token is outlined; generated tokens (index >= n_prompt) are underlined in orange.
+    ``offset`` is the position of tokens[0] in the whole text (a window of it), for the tooltips' numbers.
     """
     w = _to_numpy(weights).astype(np.float64).ravel()
     if len(w) > len(tokens):
@@ -109,9 +113,9 @@ def token_row_html(tokens: Sequence[str], weights, *, query: int | None = None,
         text = html.escape(_readable(tok).replace("\n", "↵"))
         if i < len(w):
             alpha = float(np.clip(w[i] / scale, 0.0, 1.0))
-            tip = f"#{i} {html.escape(repr(tok))}: {w[i]:.4f}"
+            tip = f"#{i + offset} {html.escape(repr(tok))}: {w[i]:.4f}"
         else:
-            alpha, tip = 0.0, f"#{i} {html.escape(repr(tok))}: masked (future token)"
+            alpha, tip = 0.0, f"#{i + offset} {html.escape(repr(tok))}: masked (future token)"
         style = [f"background-color:rgba(31,119,180,{alpha:.3f})", "padding:1px 0", "white-space:pre-wrap"]
         if alpha > 0.6:
             style.append("color:white")
@@ -122,8 +126,8 @@ def token_row_html(tokens: Sequence[str], weights, *, query: int | None = None,
         if n_prompt is not None and i >= n_prompt:
             style.append(f"border-bottom:2px solid {GENERATED_COLOUR}")
         spans.append(f'<span title="{tip}" style="{";".join(style)}">{text}</span>')
-    return ('<div class="l2l-row" style="font-family:monospace;line-height:1.7;max-height:12em;'
-            'overflow-y:auto">' + "".join(spans) + "</div>")
+    return ('<div class="l2l-row" style="font-family:monospace;line-height:1.7;max-height:30em;'
+            'overflow-y:auto;word-break:break-word">' + "".join(spans) + "</div>")
 
 
 def kv_groups(n_heads: int, n_kv_heads: int) -> list[list[int]]:
@@ -160,8 +164,10 @@ def attention_heatmap(pattern, tokens: Sequence[str] | None = None, *, title: st
     if ax is None:
         # Fixed margins instead of constrained layout: measuring ~100 tick labels twice per redraw
         # was most of the redraw time for long inputs.
-        fig = Figure(figsize=(6.6, 5.8), dpi=100)
-        fig.subplots_adjust(left=0.17, right=0.92, bottom=0.17, top=0.91)
+        # 6.2 x 5.6 in at 100 dpi: beside the row text, the explorer fits a 1440 x 1000 laptop screen. The
+        # margins leave room for binned tick labels ("1000 ▁Tommy") and the axis labels outside them.
+        fig = Figure(figsize=(6.2, 5.6), dpi=100)
+        fig.subplots_adjust(left=0.22, right=0.9, bottom=0.22, top=0.92)
         ax = fig.add_subplot()
     else:
         fig = ax.figure
@@ -429,7 +435,7 @@ class AttentionExplorer(_LiveView):
 
     # ---- Python API ----
     def set(self, layer: int | None = None, head: int | None = None, view: str | None = None,
-            token: int | None = None) -> "AttentionExplorer":
+            token: int | None = None) -> AttentionExplorer:
         """Change the view and redraw once. layer: an index in the recording; head: 0..n_heads-1;
         view: "head", "heads" or "network"; token: the query position whose row is shown as text."""
         new = dict(self.state)
@@ -470,7 +476,12 @@ class AttentionExplorer(_LiveView):
             row = self._network_max()[t, : t + 1]
         else:
             row = self.patterns[lay][h, t, : t + 1]
-        return token_row_html(self.tokens, row, query=t, n_prompt=self.n_prompt)
+        # A long text shows a window that ends a little after the query, so the query is never scrolled away.
+        lo, hi = max(0, t - ROW_BEFORE), min(self.S, t + ROW_AFTER + 1)
+        n_prompt = None if self.n_prompt is None else self.n_prompt - lo
+        note = f'<span style="color:#888">… {lo} earlier tokens … </span>' if lo else ""
+        html_row = token_row_html(self.tokens[lo:hi], row[lo:], query=t - lo, n_prompt=n_prompt, offset=lo)
+        return html_row.replace('">', '">' + note, 1)  # the note goes first inside the row's box
 
     def _row_title(self) -> str:
         s = self.state
@@ -573,9 +584,9 @@ class AttentionExplorer(_LiveView):
                                     continuous_update=False, layout=W.Layout(width="480px"),
                                     style={"description_width": "initial"})
         self._w_token_label = W.HTML()
-        self._w_image = W.Image(format="png", value=self._png, layout=W.Layout(max_width="920px"))
-        self._w_row = W.HTML()
-        self._w_row_title = W.HTML()
+        self._w_image = W.Image(format="png", value=self._png, layout=W.Layout(max_width="620px", flex="0 0 auto"))
+        self._w_row = W.HTML(layout=W.Layout(width="100%"))
+        self._w_row_title = W.HTML(layout=W.Layout(width="100%"))
         self._w_legend = W.HTML(self._legend_html())
         self._w_path = W.Text(value="build/attention.png", description="file", layout=W.Layout(width="320px"))
         self._w_save = W.Button(description="Save PNG", icon="download")
@@ -595,9 +606,10 @@ class AttentionExplorer(_LiveView):
             W.HBox([self._w_view]),
             W.HBox([self._w_layer, self._w_head, self._w_legend]),
             W.HBox([self._w_token, self._w_token_label]),
-            self._w_image,
-            self._w_row_title,
-            self._w_row,
+            # the image and the query's row side by side: the whole explorer fits a 1440 x 1000 screen
+            W.HBox([self._w_image, W.VBox([self._w_row_title, self._w_row],
+                                          layout=W.Layout(flex="1 1 0", min_width="300px", padding="0 0 0 8px"))],
+                   layout=W.Layout(flex_flow="row wrap", align_items="flex-start")),
             W.HBox([self._w_path, self._w_save, self._w_status]),
         ], layout=W.Layout(padding="4px 8px"))
         self._widget.add_class("l2l-explorer")
@@ -734,7 +746,7 @@ class SamplingPlayground(_LiveView):
         self.reset(prompt)
 
     # ---- Python API ----
-    def reset(self, prompt: str | None = None) -> "SamplingPlayground":
+    def reset(self, prompt: str | None = None) -> SamplingPlayground:
         """Start again from ``prompt`` (default: the current one), with the generator re-seeded."""
         if prompt is not None:
             if not isinstance(prompt, str):
@@ -747,7 +759,7 @@ class SamplingPlayground(_LiveView):
         return self
 
     def set(self, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-            prompt: str | None = None) -> "SamplingPlayground":
+            prompt: str | None = None) -> SamplingPlayground:
         """Change sampler settings (top_k 0 or None = off, top_p 1 or None = off) and/or the prompt."""
         self.temperature, self.top_k, self.top_p = _sampler_settings(
             self.temperature if temperature is None else temperature,

@@ -1,29 +1,36 @@
-"""Instructor tools: student copies of the course notebooks, with the exercise solutions taken out.
+"""Instructor tools: student copies of the course notebooks, with the solutions taken out.
 
-Every exercise in the notebooks is a markdown prompt followed by one or more cells tagged
-``"solution"`` (cell metadata ``tags``). A student copy replaces each tagged code cell with a
-placeholder that raises ``NotImplementedError`` and each tagged markdown cell with an empty answer
-box; everything else, the ``checks`` cells that test the learner's answer included, stays as it is.
+Two kinds of learner work carry the cell tag ``"solution"`` (cell metadata ``tags``):
+
+* a **build**: a skeleton code cell (signature, shapes in comments, ``raise NotImplementedError("TODO: ...")``;
+  optionally tagged ``"skeleton"``) followed by the full solution in cell(s) tagged ``"solution"``. A student
+  copy keeps the skeleton and **drops** the solution cells: the check after it then reports "not written yet"
+  and the notebook goes on with the package's version, so the copy runs top to bottom.
+* an **exercise**: a markdown prompt followed directly by tagged cells. A student copy replaces each tagged
+  code cell with a placeholder that raises ``NotImplementedError`` and each tagged markdown cell with an answer
+  box. The placeholder and the ``"checks"`` cells right after it carry ``raises-exception``, so Run All
+  (JupyterLab does not stop on a cell with that tag) and ``pytest --nbval-lax`` go on past an exercise not done.
+
 All outputs are cleared, so no solution leaks through a later cell's output.
 
     llama2-lab course --student OUTDIR [--notebooks DIR]
 
 or from Python::
 
-    from llama2_lab.course import make_student_copies
-    report = make_student_copies("notebooks", "student")   # one StudentCopy per notebook
+    from llama2_lab.course import make_student_copies, put_solutions_back
+    report = make_student_copies("notebooks", "student")      # one StudentCopy per notebook
+    answer_key = put_solutions_back(student_nb, instructor_nb)  # the solutions re-inserted, by cell id
 
-The source folder is never written: ``out_dir`` must be another folder, and every file lands
-atomically. The placeholder cells carry the tag ``raises-exception``, so a student copy still
-runs top to bottom under ``pytest --nbval-lax`` (the checks after an unsolved exercise then fail,
-as they should).
+The source folder is never written: ``out_dir`` must be another folder, and every file lands atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +39,10 @@ from ..utils.io import atomic_write_text
 from ..utils.paths import NOTEBOOKS_DIR
 
 SOLUTION_TAG = "solution"
+SKELETON_TAG = "skeleton"  # optional: a code cell raising NotImplementedError right before a solution is one too
+CHECKS_TAG = "checks"
 PLACEHOLDER_TAG = "exercise-placeholder"
-RAISES_TAG = "raises-exception"  # nbval and Jupyter Book let a cell with this tag raise
+RAISES_TAG = "raises-exception"  # nbval, JupyterLab's Run All and Jupyter Book let a cell with this tag raise
 CODE_PLACEHOLDER = (
     "# YOUR CODE HERE\n"
     "raise NotImplementedError(\"Exercise: write your solution in this cell (see the prompt above), "
@@ -70,56 +79,250 @@ def count_solutions(nb) -> int:
     return sum(is_solution(c) for c in nb.cells)
 
 
+def is_skeleton(cell) -> bool:
+    """A build's skeleton: a code cell tagged ``"skeleton"``, or one raising NotImplementedError, not a solution."""
+    if cell.cell_type != "code" or is_solution(cell):
+        return False
+    return SKELETON_TAG in (cell.get("metadata", {}).get("tags") or []) or "NotImplementedError" in cell.source
+
+
+def _blocks(nb) -> list[tuple[int, int, bool]]:
+    """(first, last + 1, a skeleton right before it) for every run of consecutive solution cells."""
+    out, i = [], 0
+    while i < len(nb.cells):
+        if is_solution(nb.cells[i]):
+            j = i
+            while j < len(nb.cells) and is_solution(nb.cells[j]):
+                j += 1
+            out.append((i, j, i > 0 and is_skeleton(nb.cells[i - 1])))
+            i = j
+        else:
+            i += 1
+    return out
+
+
 def exercise_problems(nb) -> list[str]:
     """What is wrong with the exercises of a notebook: a solution with no prompt before it, etc."""
     problems = []
-    for i, cell in enumerate(nb.cells):
-        if not is_solution(cell):
-            continue
-        # Walk back over the solution block: the first cell before it must be a markdown prompt.
-        j = i - 1
-        while j >= 0 and is_solution(nb.cells[j]):
-            j -= 1
+    for first, last, skeleton in _blocks(nb):
+        j = first - 1 - int(skeleton)  # the prompt comes before the block (and before its skeleton)
         if j < 0 or nb.cells[j].cell_type != "markdown":
-            problems.append(f"cell {i}: a solution cell with no markdown exercise prompt before it")
-        if not cell.source.strip():
-            problems.append(f"cell {i}: an empty solution cell")
+            problems.append(f"cell {first}: a solution cell with no markdown exercise prompt before it "
+                            "(or before its skeleton)")
+        for i in range(first, last):
+            if not nb.cells[i].source.strip():
+                problems.append(f"cell {i}: an empty solution cell")
     return problems
 
 
-def student_notebook(nb):
-    """A copy of a notebook node with solutions replaced by placeholders and all outputs cleared.
+def _add_tag(cell, tag: str) -> None:
+    tags = list(cell.metadata.get("tags") or [])
+    if tag not in tags:
+        cell.metadata["tags"] = tags + [tag]
 
-    Returns (new notebook, number of cells replaced). The input is not modified.
+
+def _placeholder(cell):
+    import nbformat
+
+    tags = [t for t in cell.metadata.get("tags", []) if t != SOLUTION_TAG] + [PLACEHOLDER_TAG]
+    if cell.cell_type == "code":
+        new = nbformat.v4.new_code_cell(CODE_PLACEHOLDER)
+        tags.append(RAISES_TAG)
+    else:
+        new = nbformat.v4.new_markdown_cell(MARKDOWN_PLACEHOLDER)
+    new.metadata = {k: v for k, v in cell.metadata.items() if k != "tags"}
+    new.metadata["tags"] = tags
+    if "id" in cell:
+        new["id"] = cell["id"]  # keep cell ids stable: put_solutions_back and diffs line up
+    else:
+        new.pop("id", None)
+    return new
+
+
+def student_notebook(nb):
+    """A copy of a notebook node with the solutions out and all outputs cleared.
+
+    Build solutions (after a skeleton) are dropped; exercise solutions become placeholders. Returns
+    (new notebook, number of solution cells taken out). The input is not modified.
     """
     import nbformat
 
-    out = copy.deepcopy(nb)
-    n = 0
-    for idx, cell in enumerate(out.cells):
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-        if not is_solution(cell):
+    src = copy.deepcopy(nb)
+    blocks = {first: (last, skeleton) for first, last, skeleton in _blocks(src)}
+    cells, n, i = [], 0, 0
+    while i < len(src.cells):
+        if i not in blocks:
+            cell = src.cells[i]
+            if cell.cell_type == "code":
+                cell.outputs = []
+                cell.execution_count = None
+            cells.append(cell)
+            i += 1
             continue
-        n += 1
-        tags = [t for t in cell.metadata.get("tags", []) if t != SOLUTION_TAG] + [PLACEHOLDER_TAG]
-        if cell.cell_type == "code":
-            new = nbformat.v4.new_code_cell(CODE_PLACEHOLDER)
-            tags.append(RAISES_TAG)
-        else:
-            new = nbformat.v4.new_markdown_cell(MARKDOWN_PLACEHOLDER)
-        new.metadata = {k: v for k, v in cell.metadata.items() if k != "tags"}
-        new.metadata["tags"] = tags
-        if "id" in cell:
-            new["id"] = cell["id"]  # keep cell ids stable, so diffs against the source line up
-        else:
-            new.pop("id", None)
-        out.cells[idx] = new
+        last, skeleton = blocks[i]
+        n += last - i
+        if not skeleton:
+            cells += [_placeholder(c) for c in src.cells[i:last]]
+            k = last  # the checks right after an unsolved exercise fail: let Run All go on past them
+            while k < len(src.cells) and CHECKS_TAG in (src.cells[k].metadata.get("tags") or []):
+                _add_tag(src.cells[k], RAISES_TAG)
+                k += 1
+        i = last
+    src.cells = cells
     # Widget state saved by an executed notebook could show solution results: drop it.
-    out.metadata.pop("widgets", None)
+    src.metadata.pop("widgets", None)
+    nbformat.validate(src)
+    return src, n
+
+
+def put_solutions_back(student, instructor):
+    """The student copy with the instructor's solution cells re-inserted (outputs cleared).
+
+    Cells are matched by id: each solution cell of ``instructor`` goes back where it was (a placeholder with
+    its id is replaced, a dropped build solution returns after its skeleton); every other cell is the
+    student's, so the learner's edits stay, and cells the learner added stay after the cell they followed.
+    The ``raises-exception`` tags a student copy adds to checks cells are taken off again.
+    """
+    import nbformat
+
+    if any("id" not in c for c in [*student.cells, *instructor.cells]):
+        raise CourseError("put_solutions_back matches cells by id: both notebooks need cell ids (nbformat >= 4.5; "
+                          "open and save them once in Jupyter).")
+    inst_ids = {c["id"] for c in instructor.cells}
+    by_id = {c["id"]: c for c in student.cells}
+    absent = [c["id"] for c in instructor.cells if not is_solution(c) and c["id"] not in by_id]
+    if absent:
+        raise CourseError(f"the student copy lacks {len(absent)} cell(s) of the instructor's notebook (first id "
+                          f"{absent[0]!r}): it was made from another version of it; make a fresh copy.")
+    extra: dict = {}  # the learner's own cells, keyed by the instructor cell they follow
+    prev = None
+    for c in student.cells:
+        if c["id"] in inst_ids:
+            prev = c["id"]
+        else:
+            extra.setdefault(prev, []).append(copy.deepcopy(c))
+    out = copy.deepcopy(student)
+    cells = list(extra.get(None, []))
+    for c in instructor.cells:
+        if is_solution(c):
+            new = copy.deepcopy(c)
+            if new.cell_type == "code":
+                new.outputs, new.execution_count = [], None
+        else:
+            new = copy.deepcopy(by_id[c["id"]])
+            tags = new.metadata.get("tags") or []
+            if RAISES_TAG in tags and RAISES_TAG not in (c.metadata.get("tags") or []):
+                new.metadata["tags"] = [t for t in tags if t != RAISES_TAG]
+        cells.append(new)
+        cells += extra.get(c["id"], [])
+    out.cells = cells
     nbformat.validate(out)
-    return out, n
+    return out
+
+
+# --- what the tests assert about the course ------------------------------------------------------
+_CHECK_NAME = re.compile(r"^check_\w+$")
+
+
+def _code(source: str) -> str:
+    return "\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in source.splitlines())
+
+
+def _tree(cell):
+    if cell.cell_type != "code":
+        return None
+    try:
+        return ast.parse(_code(cell.source))
+    except SyntaxError:
+        return None
+
+
+def _definitions(tree) -> dict:
+    """Top-level names a cell defines (def, class, assignment) -> the defining node."""
+    out = {}
+    for node in tree.body if tree else []:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                for n in ast.walk(target):
+                    if isinstance(n, ast.Name):
+                        out[n.id] = node
+    return out
+
+
+def _call_name(node) -> str:
+    f = node.func
+    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+
+
+def checked_builds(nb) -> dict[str, int]:
+    """The learner's builds: functions and classes the notebook defines and passes to a ``check_*`` call
+    (positionally or by keyword) -> the cell of the first such call. A deliberately wrong demo whose check is asserted to fail
+    (``assert not check_x(wrong).passed``; ``r = check_x(wrong)`` ... ``assert not r.passed`` or
+    ``assert r.mistake == ...``) is not one."""
+    trees = [_tree(c) for c in nb.cells]
+    defined = {name for t in trees for name, node in _definitions(t).items()  # functions and classes: the
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}  # tokenizer is no build
+    calls: list[tuple[ast.Call, int]] = []
+    result_of: dict[str, list[ast.Call]] = {}  # r = check_x(...): r -> the calls
+    failing: set[int] = set()  # id() of check calls asserted to fail
+    failing_names: set[str] = set()
+
+    def unwrap(expr):  # check_x(...).passed / r.passed -> check_x(...) / r
+        return expr.value if isinstance(expr, ast.Attribute) and expr.attr == "passed" else expr
+
+    for i, tree in enumerate(trees):
+        for node in ast.walk(tree) if tree else []:
+            if isinstance(node, ast.Call) and _CHECK_NAME.match(_call_name(node)):
+                calls.append((node, i))
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                    and _CHECK_NAME.match(_call_name(node.value)):
+                for t in node.targets:
+                    if isinstance(t, ast.Name):
+                        result_of.setdefault(t.id, []).append(node.value)
+            elif isinstance(node, ast.Assert):  # `assert r.mistake == "..."`: a demo of a diagnosed mistake
+                failing_names |= {n.value.id for n in ast.walk(node.test) if isinstance(n, ast.Attribute)
+                                  and n.attr == "mistake" and isinstance(n.value, ast.Name)}
+            if isinstance(node, ast.Assert) and isinstance(node.test, ast.UnaryOp) \
+                    and isinstance(node.test.op, ast.Not):
+                inner = unwrap(node.test.operand)
+                if isinstance(inner, ast.Call):
+                    failing.add(id(inner))
+                elif isinstance(inner, ast.Name):
+                    failing_names.add(inner.id)
+    for name in failing_names:
+        failing |= {id(c) for c in result_of.get(name, [])}
+    out: dict[str, int] = {}
+    for call, i in calls:
+        if id(call) in failing:
+            continue
+        for arg in [*call.args, *(k.value for k in call.keywords)]:
+            if isinstance(arg, ast.Name) and arg.id in defined:
+                out.setdefault(arg.id, i)
+    return out
+
+
+def untagged_builds(nb) -> list[str]:
+    """Checked builds handed over ready-made: defined outside a solution cell other than by a skeleton (a
+    definition raising NotImplementedError), or never defined in a solution cell. [] when all is well."""
+    problems = []
+    for name, where in checked_builds(nb).items():
+        in_solution, ready_made = False, []
+        for i, c in enumerate(nb.cells):
+            node = _definitions(_tree(c)).get(name)
+            if node is None:
+                continue
+            if is_solution(c):
+                in_solution = True
+            elif "NotImplementedError" not in (ast.get_source_segment(_code(c.source), node) or ""):
+                ready_made.append(i)
+        if ready_made:
+            problems.append(f"{name} (checked in cell {where}) is defined ready-made in cell(s) {ready_made}: make "
+                            "that a skeleton raising NotImplementedError and put the code in a cell tagged 'solution'")
+        elif not in_solution:
+            problems.append(f"{name} (checked in cell {where}) is defined in no cell tagged 'solution'")
+    return problems
 
 
 def _same_folder(a: Path, b: Path) -> bool:
@@ -171,9 +374,9 @@ def make_student_copies(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
 def format_report(report: list[StudentCopy]) -> str:
     width = max(len(r.source.name) for r in report)
-    lines = [f"{r.source.name:<{width}}  {r.solutions_removed:>2} solution cell(s) replaced" for r in report]
+    lines = [f"{r.source.name:<{width}}  {r.solutions_removed:>2} solution cell(s) taken out" for r in report]
     total = sum(r.solutions_removed for r in report)
-    lines.append(f"{len(report)} notebook(s), {total} solution cell(s) replaced -> {report[0].target.parent}")
+    lines.append(f"{len(report)} notebook(s), {total} solution cell(s) taken out -> {report[0].target.parent}")
     return "\n".join(lines)
 
 

@@ -15,8 +15,8 @@ import html
 import math
 import statistics
 import time
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F

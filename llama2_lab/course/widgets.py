@@ -28,9 +28,9 @@ import time
 import ipywidgets as W
 import torch
 
-from . import viz
 from ..core.config import PRESETS, ModelArgs
 from ..utils.validate import check_float, check_int
+from . import viz
 from .explorer import ExplorerError
 
 
@@ -70,7 +70,7 @@ class Explorer:
     def values(self) -> dict:
         return {name: c.value for name, c in self.controls.items()}
 
-    def set(self, **values) -> "Explorer":
+    def set(self, **values) -> Explorer:
         """Set several controls at once, as a user would, and redraw once."""
         for name, value in values.items():
             if name not in self.controls:

@@ -72,7 +72,7 @@ ARMS = ("baseline", "gatt", "upper")
 ARM_FOLDERS = {"baseline": "llama2-lab-tiny-chat", "gatt": "llama2-lab-tiny-chat-gatt"}
 
 
-ARM_LABELS = {"baseline": "baseline SFT", "gatt": "+ GAtt", "upper": "baseline, instruction in every turn"}
+ARM_LABELS = {"baseline": "baseline SFT", "gatt": "+ GAtt", "upper": "instruction repeated in every message"}
 
 
 def _models_dir(cfg: GattConfig) -> Path:

@@ -4,6 +4,7 @@ and, for each shipped model, results.json and its MODEL_CARD.md."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,65 +16,98 @@ from .evaluate import format_attention, format_table, headline, summarize
 COLORS = {"baseline": "tab:red", "gatt": "tab:blue", "upper": "tab:gray"}
 
 def plot_adherence(summary: dict, split: str = "free"):
-    """Table 30 as curves: pooled adherence@k with 95 % bands for the three arms, and per family."""
+    """Table 30 as curves: pooled adherence@k with 95 % bands for the three arms (left), and one small panel
+    per instruction family with two lines each, GAtt solid and baseline dashed (right). Legends sit outside
+    the data."""
     import matplotlib.pyplot as plt
     fams = [f for f in summary[split]["gatt"] if f != "pooled"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    ncol = 3
+    nrow = max(1, math.ceil(len(fams) / ncol))
+    fig = plt.figure(figsize=(13, 4.6))
+    grid = fig.add_gridspec(nrow, 1 + ncol, width_ratios=[2.2] + [1] * ncol, wspace=0.35, hspace=0.55)
+    ax0 = fig.add_subplot(grid[:, 0])
     ks = [r["k"] for r in summary[split]["gatt"]["pooled"]]
     for arm in ARMS:
         rows = summary[split][arm]["pooled"]
-        axes[0].plot(ks, [r["p"] for r in rows], "o-", color=COLORS[arm], label=ARM_LABELS[arm])
-        axes[0].fill_between(ks, [r["low"] for r in rows], [r["high"] for r in rows], color=COLORS[arm], alpha=0.15)
-    axes[0].set(xlabel="turn k", ylabel="adherence (all checks at turn k)", ylim=(-0.02, 1.02),
-                title="Pooled adherence, free-running (held-out values)")
-    axes[0].legend(loc="lower left", fontsize=8)
-    cmap = plt.get_cmap("tab10")
+        ax0.plot(ks, [r["p"] for r in rows], "o-", ms=3, color=COLORS[arm], label=ARM_LABELS[arm])
+        ax0.fill_between(ks, [r["low"] for r in rows], [r["high"] for r in rows], color=COLORS[arm], alpha=0.15)
+    ax0.set(xlabel="turn k", ylabel="adherence (all checks at turn k)", ylim=(-0.02, 1.02),
+            title="Pooled, free-running (held-out values)")
+    ax0.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=1, frameon=False)
     for i, fam in enumerate(fams):
+        ax = fig.add_subplot(grid[i // ncol, 1 + i % ncol])
         for arm, style in (("baseline", "--"), ("gatt", "-")):
             rows = summary[split][arm].get(fam)
             if rows:
-                axes[1].plot(ks, [r["p"] for r in rows], style, color=cmap(i), label=f"{fam} ({arm})" if arm == "gatt" else None)
-    axes[1].set(xlabel="turn k", ylim=(-0.02, 1.02), title="Per family: GAtt solid, baseline dashed")
-    axes[1].legend(fontsize=7, ncol=2, loc="lower left")
-    fig.tight_layout()
+                ax.plot(ks, [r["p"] for r in rows], style, color=COLORS[arm], lw=1.5)
+        ax.set_title(fam, fontsize=9)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xticks([k for k in (1, 4, 8, 12, 16, 20) if k <= max(ks)])
+        ax.tick_params(labelsize=7)
+        if i // ncol == nrow - 1:
+            ax.set_xlabel("turn k", fontsize=8)
+    from matplotlib.lines import Line2D
+    fig.legend([Line2D([], [], color=COLORS["gatt"]), Line2D([], [], color=COLORS["baseline"], ls="--")],
+               [ARM_LABELS["gatt"], ARM_LABELS["baseline"]], loc="upper right", ncol=2, fontsize=8, frameon=False,
+               title="per family", title_fontsize=8)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.84, bottom=0.22)
     return fig
 
 def plot_attention_share(summary: dict):
-    """Attention mass on the system message at turn k's decision positions, per layer (max over
-    heads), and its lift over uniform causal attention; baseline dashed, GAtt solid."""
+    """Attention mass on the system message at turn k's decision positions (top row) and its lift over
+    uniform causal attention (bottom row), one small panel per layer (max over heads) with two lines each:
+    GAtt solid, baseline dashed."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     att = summary["attention"]
     L, K = len(att["gatt"]["share"]), len(att["gatt"]["share"][0])
     ks = list(range(1, K + 1))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    cmap = plt.get_cmap("viridis")
-    for m, ax in zip(("share", "lift"), axes):
+    fig, axes = plt.subplots(2, L, figsize=(max(8, 2.1 * L), 4.8), sharex=True, squeeze=False)
+    for row, m in enumerate(("share", "lift")):
+        top = max(max(max(v) for v in att[arm][m]) for arm in ("baseline", "gatt"))
         for layer in range(L):
+            ax = axes[row, layer]
             for arm, style in (("baseline", "--"), ("gatt", "-")):
-                ax.plot(ks, att[arm][m][layer], style, color=cmap(layer / max(1, L - 1)),
-                        label=f"layer {layer}" if arm == "gatt" else None)
-        ax.set(xlabel="turn k", title=("attention share on the system span" if m == "share" else
-                                       "lift over uniform causal attention") + " (GAtt solid, baseline dashed)")
-    axes[1].axhline(1.0, color="k", lw=0.5)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+                ax.plot(ks, att[arm][m][layer], style, color=COLORS[arm], lw=1.5)
+            ax.set_ylim(0, top * 1.08)
+            if m == "lift":
+                ax.axhline(1.0, color="k", lw=0.5)
+                ax.set_xlabel("turn k", fontsize=8)
+            else:
+                ax.set_title(f"layer {layer}", fontsize=9)
+            ax.tick_params(labelsize=7)
+        axes[row, 0].set_ylabel("share on the system span" if m == "share" else "lift over uniform", fontsize=8)
+    fig.legend([Line2D([], [], color=COLORS["gatt"]), Line2D([], [], color=COLORS["baseline"], ls="--")],
+               [ARM_LABELS["gatt"], ARM_LABELS["baseline"]], loc="upper center", bbox_to_anchor=(0.5, 0.95),
+               ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Attention on the system message where turn k's reply is decided (max over heads)", fontsize=10,
+                 y=0.995)
+    for ax in axes.flat:
+        ax.set_xticks([k for k in (1, 4, 8, 12, 16, 20) if k <= K])
+    fig.tight_layout(rect=(0, 0, 1, 0.89))
     return fig
 
 def plot_attention_maps(maps: dict, tokens_per_bin: int | None = None):
-    """Figure 10: whole-dialogue attention (max over layers and heads, binned), without and with GAtt."""
+    """Figure 10: whole-dialogue attention (max over layers and heads, binned), without and with GAtt,
+    on one log colour scale with its colourbar."""
     import matplotlib.pyplot as plt
     import numpy as np
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    im = None
     for ax, arm in zip(axes, ("baseline", "gatt")):
         m = np.array(maps[arm]["map"])
         m = np.where(np.tril(np.ones_like(m)) > 0, m, np.nan)
-        ax.imshow(np.log10(np.clip(m, 1e-3, 1)), cmap="magma", vmin=-3, vmax=0)
+        im = ax.imshow(np.log10(np.clip(m, 1e-3, 1)), cmap="magma", vmin=-3, vmax=0)
         lo, hi = maps[arm]["system"]
         ax.axvspan(lo - 0.5, hi - 0.5, color="cyan", alpha=0.12)
         for b in maps[arm]["turns"][1:]:
             ax.axhline(b - 0.5, color="w", lw=0.3)
-        ax.set(title=f"{ARM_LABELS[arm]}: max over layers and heads (log10)",
+        ax.set(title=f"{ARM_LABELS[arm]}: max over layers and heads",
                xlabel=f"key (bins of {maps[arm]['bin']} tokens; system span shaded)", ylabel="query")
+        cbar = fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02)
+        cbar.set_ticks([-3, -2, -1, 0])
+        cbar.set_ticklabels(["≤0.001", "0.01", "0.1", "1"])
+        cbar.set_label("attention weight (log scale)", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -97,7 +131,7 @@ def write_card(folder: Path, arm: str, cfg: GattConfig, summary: dict, info: dic
                  "only, loss on the last reply)")
     text = f"""# {folder.name}
 
-{what}. Fine-tuned from `{info['base']}` by `llama2-lab gatt` (`llama2_lab/gatt.py`, notebook 09);
+{what}. Fine-tuned from `{info['base']}` by `llama2-lab gatt` (`llama2_lab/experiments/gatt/`, notebook 12);
 the companion model is `{other}`. Llama-2-chat format (`llama2_lab/chat.py`). Context extended
 from {info['base_context']} to {cfg.context} positions by fine-tuning on longer dialogues (as Llama 1 was
 GAtt-tuned at twice its pretraining context, Llama 2 paper App. A.3.5).
