@@ -37,6 +37,7 @@ family: $(STAMP)
 # The guard rails: lint, the import contract (layers import only downward), types on the lower layers.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check llama2_lab tests scripts benchmarks
+	$(VENV)/bin/ruff format --check llama2_lab tests scripts benchmarks
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 

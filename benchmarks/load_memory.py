@@ -147,8 +147,9 @@ print(json.dumps({
 
 
 def measure(folder: Path, device: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(folder), device, str(ROOT)],
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(folder), device, str(ROOT)], capture_output=True, text=True, timeout=1800
+    )
     if proc.returncode:
         raise RuntimeError(f"the loading process failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -156,7 +157,9 @@ def measure(folder: Path, device: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shape", default="llama2-7b", help="a preset from llama2_lab.core.config.PRESETS (default llama2-7b)")
+    p.add_argument(
+        "--shape", default="llama2-7b", help="a preset from llama2_lab.core.config.PRESETS (default llama2-7b)"
+    )
     p.add_argument("--n-layers", type=int, help="override the preset's layer count (a smaller, same-width model)")
     p.add_argument("--format", choices=["project", "hf"], default="project")
     p.add_argument("--device", default="cpu", help="where load_model puts the weights (cpu or cuda)")
@@ -171,12 +174,16 @@ def main(argv=None) -> int:
     where.mkdir(parents=True, exist_ok=True)
     free_disk = shutil.disk_usage(where).free
     if free_disk < weight_bytes * 1.1:
-        sys.exit(f"{where} has {free_disk / 1e9:.1f} GB free but the checkpoint needs {weight_bytes / 1e9:.1f} GB; "
-                 "pass --dir on a bigger disk or a smaller --shape / --n-layers.")
+        sys.exit(
+            f"{where} has {free_disk / 1e9:.1f} GB free but the checkpoint needs {weight_bytes / 1e9:.1f} GB; "
+            "pass --dir on a bigger disk or a smaller --shape / --n-layers."
+        )
     avail = checkpoint.available_memory("cpu")
     if avail is not None and avail < weight_bytes * 1.15:
-        sys.exit(f"only {avail / 1e9:.1f} GB of memory is available but loading needs about {weight_bytes / 1e9:.1f} GB; "
-                 "wait for a quieter machine or use a smaller --shape / --n-layers.")
+        sys.exit(
+            f"only {avail / 1e9:.1f} GB of memory is available but loading needs about {weight_bytes / 1e9:.1f} GB; "
+            "wait for a quieter machine or use a smaller --shape / --n-layers."
+        )
 
     tmp = Path(tempfile.mkdtemp(prefix="load_memory_", dir=where))
     try:
@@ -192,25 +199,41 @@ def main(argv=None) -> int:
     # from before exec (Linux keeps the larger), so it is reported but not used for the ratio.
     peak, base = m["vm_hwm"], m["rss_before_load"]  # base: Python + torch + the package, no weights yet
     result = {
-        "shape": args_ns.shape, "n_layers": args.n_layers, "format": args_ns.format, "device": args_ns.device,
-        "params": m["params"], "weight_bytes": weight_bytes, "write_s": write_s, **m,
-        "peak_rss": peak, "ratio_peak_to_weights": peak / weight_bytes,
+        "shape": args_ns.shape,
+        "n_layers": args.n_layers,
+        "format": args_ns.format,
+        "device": args_ns.device,
+        "params": m["params"],
+        "weight_bytes": weight_bytes,
+        "write_s": write_s,
+        **m,
+        "peak_rss": peak,
+        "ratio_peak_to_weights": peak / weight_bytes,
         "ratio_peak_minus_baseline_to_weights": (peak - base) / weight_bytes,
-        "target_ratio": 1.2, "memory_available_at_start": avail,
+        "target_ratio": 1.2,
+        "memory_available_at_start": avail,
     }
     GB = 1e9
-    print(f"{args_ns.shape} ({args.n_layers} layers, {args_ns.format} format) -> load_model(dtype=bf16, device={args_ns.device})")
+    print(
+        f"{args_ns.shape} ({args.n_layers} layers, {args_ns.format} format) -> load_model(dtype=bf16, device={args_ns.device})"
+    )
     print(f"  weights              {weight_bytes / GB:8.2f} GB  ({m['params']:,} params)")
     print(f"  write (by hand)      {write_s:8.1f} s")
     print(f"  load_model           {m['load_s']:8.1f} s   then reading every weight once {m['touch_s']:.1f} s")
     print(f"  RSS before load      {base / GB:8.2f} GB  (interpreter + torch)")
     print(f"  RSS after load       {m['rss_after_load'] / GB:8.2f} GB  (peak so far {m['vm_hwm_load'] / GB:.2f} GB)")
-    print(f"  RSS after reading    {m['rss_after_touch'] / GB:8.2f} GB  = anon {m['rss_anon_after_touch'] / GB:.2f}"
-          f" + file-backed (mmap) {m['rss_file_after_touch'] / GB:.2f}")
-    print(f"  peak RSS (VmHWM)     {peak / GB:8.2f} GB  (sampled peaks: anon {m['peak_rss_anon_sampled'] / GB:.2f}, "
-          f"file {m['peak_rss_file_sampled'] / GB:.2f}; ru_maxrss {m['ru_maxrss'] / GB:.2f})")
-    print(f"  peak / weights       {result['ratio_peak_to_weights']:8.3f}   (target <= 1.2; "
-          f"{result['ratio_peak_minus_baseline_to_weights']:.3f} without the interpreter's baseline)")
+    print(
+        f"  RSS after reading    {m['rss_after_touch'] / GB:8.2f} GB  = anon {m['rss_anon_after_touch'] / GB:.2f}"
+        f" + file-backed (mmap) {m['rss_file_after_touch'] / GB:.2f}"
+    )
+    print(
+        f"  peak RSS (VmHWM)     {peak / GB:8.2f} GB  (sampled peaks: anon {m['peak_rss_anon_sampled'] / GB:.2f}, "
+        f"file {m['peak_rss_file_sampled'] / GB:.2f}; ru_maxrss {m['ru_maxrss'] / GB:.2f})"
+    )
+    print(
+        f"  peak / weights       {result['ratio_peak_to_weights']:8.3f}   (target <= 1.2; "
+        f"{result['ratio_peak_minus_baseline_to_weights']:.3f} without the interpreter's baseline)"
+    )
     if args_ns.out:
         Path(args_ns.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args_ns.out, json.dumps(result, indent=2) + "\n")

@@ -66,7 +66,7 @@ def write_meta(folder: Path, args: ModelArgs, n_shards: int, seed: int = 0) -> i
             flat = t.view(-1)
             for start in range(0, flat.numel(), _BLOCK):
                 k = min(_BLOCK, flat.numel() - start)
-                flat[start:start + k] = block[:k]
+                flat[start : start + k] = block[:k]
             state[name] = t
             total += t.numel() * 2
         with atomic_path(folder / f"consolidated.{rank:02d}.pth") as tmp:
@@ -101,17 +101,28 @@ def worker(folder: str, out: str) -> None:
             for chunk in local.detach().reshape(-1).split(1 << 22):
                 checksum += float(chunk.float().sum())
     after = _status()
-    row = {"rank": ctx.rank, "world_size": ctx.world_size, "load_s": load_s, "rss_before_load": before["VmRSS"],
-           "vm_hwm": after["VmHWM"], "rss_after_touch": after["VmRSS"], "rss_anon": after["RssAnon"],
-           "rss_file": after["RssFile"], "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-           "held": parallel.rank_weight_bytes(model), "checksum_finite": math.isfinite(checksum)}
+    row = {
+        "rank": ctx.rank,
+        "world_size": ctx.world_size,
+        "load_s": load_s,
+        "rss_before_load": before["VmRSS"],
+        "vm_hwm": after["VmHWM"],
+        "rss_after_touch": after["VmRSS"],
+        "rss_anon": after["RssAnon"],
+        "rss_file": after["RssFile"],
+        "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "held": parallel.rank_weight_bytes(model),
+        "checksum_finite": math.isfinite(checksum),
+    }
     Path(out, f"rank{ctx.rank}.json").write_text(json.dumps(row))
     parallel.shutdown()
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shape", default="llama2-7b", help="a preset of llama2_lab.core.config.PRESETS (default llama2-7b)")
+    p.add_argument(
+        "--shape", default="llama2-7b", help="a preset of llama2_lab.core.config.PRESETS (default llama2-7b)"
+    )
     p.add_argument("--n-layers", type=int, help="override the preset's layer count (same width, fewer layers)")
     p.add_argument("--shards", type=int, default=2, help="consolidated.NN.pth files to write (default 2)")
     p.add_argument("--nproc", type=int, default=2, help="torchrun processes (default 2)")
@@ -137,17 +148,35 @@ def main(argv=None) -> int:
         reports = tmp / "reports"
         reports.mkdir()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                               str(a.nproc), __file__, "--worker", str(tmp / "ckpt"), str(reports)],
-                              capture_output=True, text=True, env=env, timeout=3600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(a.nproc),
+                __file__,
+                "--worker",
+                str(tmp / "ckpt"),
+                str(reports),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=3600,
+        )
         if proc.returncode:
             raise RuntimeError(f"the torchrun workers failed:\n{proc.stderr[-3000:]}")
         ranks = [json.loads((reports / f"rank{r}.json").read_text()) for r in range(a.nproc)]
         whole = None
         avail = checkpoint.available_memory("cpu")
         if not a.skip_whole and avail is not None and avail < weight_bytes * 1.3:
-            print(f"skipping the one-process load: {avail / 1e9:.1f} GB available, it needs about "
-                  f"{weight_bytes * 1.3 / 1e9:.1f} GB", file=sys.stderr)
+            print(
+                f"skipping the one-process load: {avail / 1e9:.1f} GB available, it needs about "
+                f"{weight_bytes * 1.3 / 1e9:.1f} GB",
+                file=sys.stderr,
+            )
         elif not a.skip_whole:
             from load_memory import measure  # the one-process measuring child of load_memory.py
 
@@ -156,24 +185,44 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     GB = 1e9
-    print(f"{a.shape} ({args.n_layers} layers), Meta folder with {a.shards} shards, bf16: "
-          f"{weight_bytes / GB:.2f} GB of weights, written in {write_s:.0f} s")
+    print(
+        f"{a.shape} ({args.n_layers} layers), Meta folder with {a.shards} shards, bf16: "
+        f"{weight_bytes / GB:.2f} GB of weights, written in {write_s:.0f} s"
+    )
     for r in ranks:
         held = r["held"]["sharded"] + r["held"]["replicated"]
-        print(f"  rank {r['rank']} of {a.nproc}: peak RSS (VmHWM) {r['vm_hwm'] / GB:6.2f} GB = "
-              f"{r['vm_hwm'] / weight_bytes:.3f} of the model; after reading every weight: anon "
-              f"{r['rss_anon'] / GB:.2f} + file-backed {r['rss_file'] / GB:.2f} GB; holds {held / GB:.2f} GB "
-              f"of weights; baseline {r['rss_before_load'] / GB:.2f} GB; load {r['load_s']:.1f} s")
+        print(
+            f"  rank {r['rank']} of {a.nproc}: peak RSS (VmHWM) {r['vm_hwm'] / GB:6.2f} GB = "
+            f"{r['vm_hwm'] / weight_bytes:.3f} of the model; after reading every weight: anon "
+            f"{r['rss_anon'] / GB:.2f} + file-backed {r['rss_file'] / GB:.2f} GB; holds {held / GB:.2f} GB "
+            f"of weights; baseline {r['rss_before_load'] / GB:.2f} GB; load {r['load_s']:.1f} s"
+        )
     if whole:
-        print(f"  one process, load_model: peak RSS (VmHWM) {whole['vm_hwm'] / GB:6.2f} GB = "
-              f"{whole['vm_hwm'] / weight_bytes:.3f} of the model; after reading: anon "
-              f"{whole['rss_anon_after_touch'] / GB:.2f} + file-backed {whole['rss_file_after_touch'] / GB:.2f} GB; "
-              f"load {whole['load_s']:.1f} s")
+        print(
+            f"  one process, load_model: peak RSS (VmHWM) {whole['vm_hwm'] / GB:6.2f} GB = "
+            f"{whole['vm_hwm'] / weight_bytes:.3f} of the model; after reading: anon "
+            f"{whole['rss_anon_after_touch'] / GB:.2f} + file-backed {whole['rss_file_after_touch'] / GB:.2f} GB; "
+            f"load {whole['load_s']:.1f} s"
+        )
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(a.out, json.dumps({"shape": a.shape, "n_layers": args.n_layers, "shards": a.shards,
-                                             "nproc": a.nproc, "weight_bytes": weight_bytes, "write_s": write_s,
-                                             "ranks": ranks, "whole": whole}, indent=2) + "\n")
+        atomic_write_text(
+            a.out,
+            json.dumps(
+                {
+                    "shape": a.shape,
+                    "n_layers": args.n_layers,
+                    "shards": a.shards,
+                    "nproc": a.nproc,
+                    "weight_bytes": weight_bytes,
+                    "write_s": write_s,
+                    "ranks": ranks,
+                    "whole": whole,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
     return 0
 
 

@@ -25,8 +25,20 @@ from .inference import generate
 from .text.chat import encode_dialog
 from .text.tokenizer import Tokenizer
 
-__all__ = ["ModelArgs", "Transformer", "count_params", "load_model", "save_model", "load_tokenizer",
-           "default_model_path", "Tokenizer", "encode_dialog", "generate", "checks", "__version__"]
+__all__ = [
+    "ModelArgs",
+    "Transformer",
+    "count_params",
+    "load_model",
+    "save_model",
+    "load_tokenizer",
+    "default_model_path",
+    "Tokenizer",
+    "encode_dialog",
+    "generate",
+    "checks",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

@@ -44,30 +44,63 @@ class _Parser(argparse.ArgumentParser):
 # --- shared options -------------------------------------------------------------------------------
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """checkpoint (optional, default: the shipped model), --device, --dtype, --threads, --tokenizer."""
-    p.add_argument("checkpoint", nargs="?", default=None,
-                   help="a checkpoint: project folder, Meta folder, Hugging Face folder or llama2.c .bin "
-                        "(default: the shipped model, assets/models/llama2-lab-tiny)")
-    p.add_argument("--checkpoint", dest="checkpoint_option", default=None, metavar="PATH",
-                   help="the same checkpoint, given as an option (e.g. --checkpoint assets/models/llama2-lab-tiny-chat)")
-    p.add_argument("--device", default=None,
-                   help="cpu, cuda, cuda:N or mps (default: cuda, else mps, else cpu)")
-    p.add_argument("--dtype", default=None,
-                   help="fp32, bf16 or fp16 (default: bf16 on a GPU that supports it, else fp32)")
-    p.add_argument("--threads", type=int, action=at_least(1), default=None, metavar="N",
-                   help="CPU threads for PyTorch (default: PyTorch's choice; 1 is often fastest for tiny models)")
-    p.add_argument("--tokenizer", default=None, metavar="PATH",
-                   help="the SentencePiece tokenizer.model, when it does not sit beside the checkpoint "
-                        "(e.g. tok512.model for a llama2.c stories260K.bin)")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        default=None,
+        help="a checkpoint: project folder, Meta folder, Hugging Face folder or llama2.c .bin "
+        "(default: the shipped model, assets/models/llama2-lab-tiny)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        dest="checkpoint_option",
+        default=None,
+        metavar="PATH",
+        help="the same checkpoint, given as an option (e.g. --checkpoint assets/models/llama2-lab-tiny-chat)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda, else mps, else cpu)")
+    p.add_argument(
+        "--dtype", default=None, help="fp32, bf16 or fp16 (default: bf16 on a GPU that supports it, else fp32)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        action=at_least(1),
+        default=None,
+        metavar="N",
+        help="CPU threads for PyTorch (default: PyTorch's choice; 1 is often fastest for tiny models)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="PATH",
+        help="the SentencePiece tokenizer.model, when it does not sit beside the checkpoint "
+        "(e.g. tok512.model for a llama2.c stories260K.bin)",
+    )
 
 
 def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
     """--max-new-tokens, --temperature, --top-p, --top-k, --seed, --greedy."""
-    p.add_argument("--max-new-tokens", type=int, action=at_least(0), default=max_new_tokens, metavar="N",
-                   help=f"most tokens to generate (default {max_new_tokens}; the context may stop it sooner)")
-    p.add_argument("--temperature", type=float, default=0.6,
-                   help="softmax temperature; 0 = greedy (default 0.6, Meta's llama default)")
-    p.add_argument("--top-p", type=float, default=0.9,
-                   help="nucleus sampling: keep the most likely tokens up to this mass (default 0.9, Meta's); 1 = off")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        action=at_least(0),
+        default=max_new_tokens,
+        metavar="N",
+        help=f"most tokens to generate (default {max_new_tokens}; the context may stop it sooner)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.6,
+        help="softmax temperature; 0 = greedy (default 0.6, Meta's llama default)",
+    )
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=0.9,
+        help="nucleus sampling: keep the most likely tokens up to this mass (default 0.9, Meta's); 1 = off",
+    )
     p.add_argument("--top-k", type=int, default=None, help="keep only the k most likely tokens (default: off)")
     p.add_argument("--seed", type=int, action=at_least(0), default=None, help="random seed, for reproducible sampling")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (= --temperature 0)")
@@ -101,7 +134,9 @@ def _load(args, check: Callable | None = None):
     dtype = resolve_dtype(args.dtype, device)
     given = args.checkpoint_option or args.checkpoint
     if args.checkpoint_option and args.checkpoint and Path(args.checkpoint_option) != Path(args.checkpoint):
-        raise CLIError(f"two checkpoints given ({args.checkpoint} and --checkpoint {args.checkpoint_option}); give one.")
+        raise CLIError(
+            f"two checkpoints given ({args.checkpoint} and --checkpoint {args.checkpoint_option}); give one."
+        )
     path = Path(given) if given else formats.default_model_path()
     if not path.exists():
         raise CLIError(f"checkpoint {path} does not exist.")
@@ -127,10 +162,14 @@ def _load(args, check: Callable | None = None):
     model = formats.load_model(path, device=device, dtype=dtype)
     vocab = model.args.vocab_size
     if len(tokenizer) > vocab:
-        raise CLIError(f"the tokenizer has {len(tokenizer)} pieces but the model's vocabulary is {vocab}: "
-                       "they do not belong together; pass the right one with --tokenizer.")
-    _note(f"loaded {path} ({model.num_params():,} parameters, {str(dtype).removeprefix('torch.')}, {device}) "
-          f"in {time.perf_counter() - t0:.1f} s")
+        raise CLIError(
+            f"the tokenizer has {len(tokenizer)} pieces but the model's vocabulary is {vocab}: "
+            "they do not belong together; pass the right one with --tokenizer."
+        )
+    _note(
+        f"loaded {path} ({model.num_params():,} parameters, {str(dtype).removeprefix('torch.')}, {device}) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return model, tokenizer
 
 
@@ -150,10 +189,12 @@ def _load_parallel(args, path, tokenizer, t0: float):
     # Every rank must draw the same token from the same logits: one seed for all (rank 0's if none given).
     torch.manual_seed(parallel.shared_seed(ctx, args.seed))
     held = parallel.rank_weight_bytes(model)
-    _note(f"loaded {path} ({model.num_params():,} parameters, {str(dtype).removeprefix('torch.')}) split over "
-          f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''} ({ctx.backend}, {ctx.device.type}): "
-          f"{human_bytes(held['sharded'] + held['replicated'])} of {human_bytes(held['full'])} of weights per rank, "
-          f"in {time.perf_counter() - t0:.1f} s")
+    _note(
+        f"loaded {path} ({model.num_params():,} parameters, {str(dtype).removeprefix('torch.')}) split over "
+        f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''} ({ctx.backend}, {ctx.device.type}): "
+        f"{human_bytes(held['sharded'] + held['replicated'])} of {human_bytes(held['full'])} of weights per rank, "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return model, tokenizer
 
 
@@ -178,8 +219,9 @@ def run_generate(args) -> int:
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
     t0 = time.perf_counter()
-    pieces = stream(model, tokenizer, prompt, args.max_new_tokens, eos_id=tokenizer.eos_id,
-                    compile=args.compile, **sampling)
+    pieces = stream(
+        model, tokenizer, prompt, args.max_new_tokens, eos_id=tokenizer.eos_id, compile=args.compile, **sampling
+    )
     for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -187,26 +229,37 @@ def run_generate(args) -> int:
     sys.stdout.write("\n")
     sys.stdout.flush()
     n = len(pieces.tokens)
-    _note(f"{n} tokens in {seconds:.2f} s ({n / max(seconds, 1e-9):.1f} tokens/s), prompt {len(prompt)} tokens, "
-          f"stopped by {_REASONS[pieces.stop_reason]}")
+    _note(
+        f"{n} tokens in {seconds:.2f} s ({n / max(seconds, 1e-9):.1f} tokens/s), prompt {len(prompt)} tokens, "
+        f"stopped by {_REASONS[pieces.stop_reason]}"
+    )
     return 0
 
 
-_REASONS = {"eos": "end of sequence", "stop": "a stop string", "length": "--max-new-tokens",
-            "context": "the end of the model's context (max_seq_len)"}
+_REASONS = {
+    "eos": "end of sequence",
+    "stop": "a stop string",
+    "length": "--max-new-tokens",
+    "context": "the end of the model's context (max_seq_len)",
+}
 
 
 def add_generate(subparsers) -> None:
     p = subparsers.add_parser(
-        "generate", help="continue a prompt, streaming the text",
+        "generate",
+        help="continue a prompt, streaming the text",
         description="Continue --prompt with the model, streaming text to stdout; the token count and speed "
-                    "go to stderr. Sampling defaults are Meta's: temperature 0.6, top-p 0.9.")
+        "go to stderr. Sampling defaults are Meta's: temperature 0.6, top-p 0.9.",
+    )
     add_model_args(p)
     p.add_argument("--prompt", default="", help="text to continue (default: empty, start from BOS)")
     add_sampling_args(p)
-    p.add_argument("--compile", action="store_true",
-                   help="decode with the fast path: static KV cache + torch.compile (CUDA graphs on a GPU); "
-                        "the first run pays the compile time")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="decode with the fast path: static KV cache + torch.compile (CUDA graphs on a GPU); "
+        "the first run pays the compile time",
+    )
     p.set_defaults(run=run_generate)
 
 
@@ -220,14 +273,17 @@ def run_chat(args) -> int:
         raise CLIError("chat does not run under torchrun; use `generate` there, or chat in one process.")
     sampling = _sampling(args)
     if sys.stdin is None or sys.stdin.closed:
-        raise CLIError("stdin is closed, and chat reads one message per line from it: run it in a terminal "
-                       "or pipe the messages in (e.g. `echo hi | llama2-lab chat`).")
+        raise CLIError(
+            "stdin is closed, and chat reads one message per line from it: run it in a terminal "
+            "or pipe the messages in (e.g. `echo hi | llama2-lab chat`)."
+        )
     dialog = [{"role": "system", "content": args.system}] if args.system else []
     if dialog:  # tags or broken text in --system: refused now, not once per message
         try:
             validate_dialog(dialog + [{"role": "user", "content": ""}])
         except DialogError as err:
             raise CLIError(f"--system: {err}") from None
+
     def prompt_budget(max_seq_len: int) -> int:
         # Keep room for the answer: the prompt may take the context less the reply budget (at most half).
         return max_seq_len - min(max(args.max_new_tokens, 1), max_seq_len // 2)
@@ -236,9 +292,11 @@ def run_chat(args) -> int:
         n = len(encode_dialog(tokenizer, dialog + [{"role": "user", "content": ""}]))
         budget = prompt_budget(model_args.max_seq_len)
         if n >= budget:
-            raise CLIError(f"--system takes {n} tokens with the chat template, but the prompt may use only "
-                           f"{budget} (max_seq_len {model_args.max_seq_len} less room for the reply), leaving "
-                           "none for your messages: shorten it, or lower --max-new-tokens.")
+            raise CLIError(
+                f"--system takes {n} tokens with the chat template, but the prompt may use only "
+                f"{budget} (max_seq_len {model_args.max_seq_len} less room for the reply), leaving "
+                "none for your messages: shorten it, or lower --max-new-tokens."
+            )
 
     model, tokenizer = _load(args, check_system if dialog else None)
     interactive = sys.stdin.isatty()
@@ -267,8 +325,10 @@ def run_chat(args) -> int:
             print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
             continue
         if dropped:
-            _note(f"dropped the {dropped} oldest turn(s) so the dialog fits the context "
-                  f"({max_prompt} of max_seq_len={max_seq_len} tokens for the prompt)")
+            _note(
+                f"dropped the {dropped} oldest turn(s) so the dialog fits the context "
+                f"({max_prompt} of max_seq_len={max_seq_len} tokens for the prompt)"
+            )
         ids = encode_dialog(tokenizer, fitted)
         pieces = stream(model, tokenizer, ids, args.max_new_tokens, eos_id=tokenizer.eos_id, **sampling)
         reply = []
@@ -285,10 +345,12 @@ def run_chat(args) -> int:
 
 def add_chat(subparsers) -> None:
     p = subparsers.add_parser(
-        "chat", help="talk to a chat model in the Llama-2-chat format",
+        "chat",
+        help="talk to a chat model in the Llama-2-chat format",
         description="An interactive Llama-2-chat loop ([INST] ... [/INST]). Reads one user message per line; "
-                    "through a pipe it answers each line of stdin and stops at EOF. When the dialog outgrows "
-                    "the context, the oldest turns are dropped (the system message stays).")
+        "through a pipe it answers each line of stdin and stops at EOF. When the dialog outgrows "
+        "the context, the oldest turns are dropped (the system message stays).",
+    )
     add_model_args(p)
     p.add_argument("--system", default=None, help="a system message, merged into the first user turn")
     add_sampling_args(p, max_new_tokens=256)
@@ -304,9 +366,12 @@ def run_info(args) -> int:
 
 
 def add_info(subparsers) -> None:
-    p = subparsers.add_parser("info", help="describe a checkpoint without loading its weights",
-                              description="Format, configuration, parameter count, dtypes and files of a "
-                                          "checkpoint, read from its headers only.")
+    p = subparsers.add_parser(
+        "info",
+        help="describe a checkpoint without loading its weights",
+        description="Format, configuration, parameter count, dtypes and files of a "
+        "checkpoint, read from its headers only.",
+    )
     p.add_argument("path", help="a checkpoint folder or llama2.c .bin file")
     p.set_defaults(run=run_info)
 
@@ -319,19 +384,27 @@ def run_family(args) -> int:
 
 
 def add_family(subparsers) -> None:
-    p = subparsers.add_parser("family", help="the Llama 1 and Llama 2 family: configs and exact parameter counts",
-                              description="The published Llama 1 and Llama 2 sizes with their configurations "
-                                          "and exact parameter counts.")
+    p = subparsers.add_parser(
+        "family",
+        help="the Llama 1 and Llama 2 family: configs and exact parameter counts",
+        description="The published Llama 1 and Llama 2 sizes with their configurations and exact parameter counts.",
+    )
     p.set_defaults(run=run_family)
 
 
-def subcommand(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], object],
-               run: Callable[[argparse.Namespace], int]) -> Callable[[argparse._SubParsersAction], None]:
+def subcommand(
+    name: str,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], object],
+    run: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse._SubParsersAction], None]:
     """An entry for ``COMMANDS`` from a module's ``add_arguments(parser)`` and ``run(args) -> int``."""
+
     def add(subparsers) -> None:
         p = subparsers.add_parser(name, help=help, description=help)
         add_arguments(p)
         p.set_defaults(run=run)
+
     add.__name__ = f"add_{name}"
     return add
 
@@ -340,23 +413,43 @@ def _lazy(module: str, add: str, run: str) -> tuple[Callable, Callable]:
     """``add_arguments`` and ``run`` of a module that is imported only when that command is used or listed."""
     from importlib import import_module
 
-    return (lambda p: getattr(import_module(f".{module}", __package__), add)(p),
-            lambda a: getattr(import_module(f".{module}", __package__), run)(a))
+    return (
+        lambda p: getattr(import_module(f".{module}", __package__), add)(p),
+        lambda a: getattr(import_module(f".{module}", __package__), run)(a),
+    )
 
 
 # One entry per subcommand, in the order --help lists them.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_generate, add_chat, add_info, add_family,
-    subcommand("train", "pretrain a tiny Llama 2 with the Llama 2 recipe (generated stories or --text FILE)",
-               *_lazy("training.command", "add_train_arguments", "run_from_args")),
-    subcommand("gatt", "reproduce Ghost Attention in miniature: baseline SFT vs GAtt, trained and evaluated",
-               *_lazy("experiments.gatt.command", "add_gatt_arguments", "run_from_args")),
-    subcommand("rlhf", "base -> chat in miniature: SFT, reward models, best-of-N, PPO with a KL penalty, DPO",
-               *_lazy("experiments.rlhf.pipeline", "add_rlhf_arguments", "run_from_args")),
-    subcommand("bench", "benchmark decoding: the project's model (eager, compiled) next to Hugging Face",
-               *_lazy("inference.bench", "add_bench_arguments", "run_from_args")),
-    subcommand("course", "instructor tools: write student copies of the notebooks without solutions",
-               *_lazy("course.student", "add_course_arguments", "run_from_args")),
+    add_generate,
+    add_chat,
+    add_info,
+    add_family,
+    subcommand(
+        "train",
+        "pretrain a tiny Llama 2 with the Llama 2 recipe (generated stories or --text FILE)",
+        *_lazy("training.command", "add_train_arguments", "run_from_args"),
+    ),
+    subcommand(
+        "gatt",
+        "reproduce Ghost Attention in miniature: baseline SFT vs GAtt, trained and evaluated",
+        *_lazy("experiments.gatt.command", "add_gatt_arguments", "run_from_args"),
+    ),
+    subcommand(
+        "rlhf",
+        "base -> chat in miniature: SFT, reward models, best-of-N, PPO with a KL penalty, DPO",
+        *_lazy("experiments.rlhf.pipeline", "add_rlhf_arguments", "run_from_args"),
+    ),
+    subcommand(
+        "bench",
+        "benchmark decoding: the project's model (eager, compiled) next to Hugging Face",
+        *_lazy("inference.bench", "add_bench_arguments", "run_from_args"),
+    ),
+    subcommand(
+        "course",
+        "instructor tools: write student copies of the notebooks without solutions",
+        *_lazy("course.student", "add_course_arguments", "run_from_args"),
+    ),
 ]
 
 

@@ -39,9 +39,13 @@ def names_at_introduction(model, tok) -> float:
     character: nothing can be copied there, so a model must still pick *some* name (a model whose copy
     heads misfire puts mass on "He", "Once", ... and writes "a boy named He")."""
     names = name_token_ids(tok)
-    prompts = ["Once upon a time, there was a little girl named", "Once upon a time, a clever boy named",
-               "Once upon a time, there was a generous boy named", "One day, a cat named",
-               "Once upon a time, there was a kind rabbit named"]
+    prompts = [
+        "Once upon a time, there was a little girl named",
+        "Once upon a time, a clever boy named",
+        "Once upon a time, there was a generous boy named",
+        "One day, a cat named",
+        "Once upon a time, there was a kind rabbit named",
+    ]
     mass = [model(torch.tensor([tok.encode(p, bos=True)]))[0, -1].softmax(-1)[names].sum().item() for p in prompts]
     return statistics.mean(mass)
 
@@ -53,15 +57,21 @@ def main() -> None:
     torch.set_num_threads(1)
     model, tok = load_model(args.model).eval(), load_tokenizer(args.model, required=True)
     first, second = repeated_token_losses(model)
-    print(f"repeated random tokens: loss {first:.2f} on the first copy, {second:.2f} on the second"
-          f" ({'copies' if second < 0.5 * first else 'does not copy'})")
+    print(
+        f"repeated random tokens: loss {first:.2f} on the first copy, {second:.2f} on the second"
+        f" ({'copies' if second < 0.5 * first else 'does not copy'})"
+    )
     n, mean, share = name_copying(model, tok)
-    print(f"names coming back in {n} cases: mean log p(right name | a name) {mean:.2f} "
-          f"(uniform over {len(data.GIRL_NAMES + data.BOY_NAMES)} names: "
-          f"{-math.log(len(data.GIRL_NAMES + data.BOY_NAMES)):.2f}), "
-          f"right name > 50 % in {share:.0%}")
-    print(f"after 'named' (a character is introduced): {names_at_introduction(model, tok):.0%} of the "
-          f"probability on names")
+    print(
+        f"names coming back in {n} cases: mean log p(right name | a name) {mean:.2f} "
+        f"(uniform over {len(data.GIRL_NAMES + data.BOY_NAMES)} names: "
+        f"{-math.log(len(data.GIRL_NAMES + data.BOY_NAMES)):.2f}), "
+        f"right name > 50 % in {share:.0%}"
+    )
+    print(
+        f"after 'named' (a character is introduced): {names_at_introduction(model, tok):.0%} of the "
+        f"probability on names"
+    )
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def main() -> int:
 
     card = f"""# llama2-lab-tiny
 
-A {n_params / 1e6:.1f} M-parameter Llama 2, trained from scratch in about {s['wall_time_s'] / 60:.0f} minutes
+A {n_params / 1e6:.1f} M-parameter Llama 2, trained from scratch in about {s["wall_time_s"] / 60:.0f} minutes
 on a 2-core CPU with the Llama 2 pretraining recipe (paper §2.2), on simple English stories written by
 `llama2_lab.corpora.stories`. It is the model the course and `llama2-lab generate` use by default. It writes
 short children's stories and nothing else: it knows a few hundred words and no facts.
@@ -110,21 +110,21 @@ short children's stories and nothing else: it knows a few hundred words and no f
 | schedule | {cfg.warmup_steps} warmup steps, cosine to {cfg.min_lr_ratio:.0%} of peak at step {cfg.max_steps:,}{final_schedule} | 2000 warmup steps, cosine to 10 % |
 | peak LR | {cfg.lr:g} | 3e-4 (7B) |
 | batch | {cfg.batch_size} × {cfg.seq_len} = {cfg.tokens_per_step:,} tokens{final_batch} | 4M tokens |
-| steps | {s['step']:,} | ~500k |
-| tokens seen | {s['tokens_seen']:,} | 2T |
+| steps | {s["step"]:,} | ~500k |
+| tokens seen | {s["tokens_seen"]:,} | 2T |
 | seed | {cfg.seed} | |
 
 ## Results
 
 | | |
 |---|---|
-| train loss (last {min(cfg.log_every, s['step'])} steps) | {s['train_loss']:.3f} |
-| validation loss | {s['val_loss']:.3f} (first measured: {first_val['val_loss']:.3f} at step {first_val['step']}) |
-| validation perplexity | {s['val_perplexity']:.2f} |
+| train loss (last {min(cfg.log_every, s["step"])} steps) | {s["train_loss"]:.3f} |
+| validation loss | {s["val_loss"]:.3f} (first measured: {first_val["val_loss"]:.3f} at step {first_val["step"]}) |
+| validation perplexity | {s["val_perplexity"]:.2f} |
 | names copied from the context (`scripts/copy_probe.py`) | where a name comes back ({n_names} cases in 60 validation stories): mean log p(right name \\| a name) {name_logp:.2f} (uniform guess: {-math.log(len(data.GIRL_NAMES + data.BOY_NAMES)):.2f}); right name above 50 % in {name_share:.0%} |
 | repeated random tokens | loss {rep_first:.2f} on the first copy, {rep_second:.2f} on the second |
-| wall time | {s['wall_time_s']:.0f} s ({s['wall_time_s'] / 60:.1f} min) |
-| throughput | {s['tokens_per_s']:,.0f} tokens/s |
+| wall time | {s["wall_time_s"]:.0f} s ({s["wall_time_s"] / 60:.1f} min) |
+| throughput | {s["tokens_per_s"]:,.0f} tokens/s |
 | hardware | 2-core CPU, {cpu_name()}, torch threads: {n_threads} |
 | software | torch {torch.__version__}, Python {platform.python_version()} |
 

@@ -38,9 +38,13 @@ def run_tp(ctx, folders: list[str]) -> dict:
         # decoding costs the most time: only the first folder's model generates
         greedy = list(generate(model, PROMPT, N_GREEDY, temperature=0.0, eos_id=None)) if i == 0 else None
         attn = model.layers[0].attention
-        out[folder] = {"logits": logits.clone(), "greedy": greedy, "bytes": parallel.rank_weight_bytes(model),
-                       "local_heads": (attn.n_heads, attn.n_kv_heads),
-                       "wq_local": model.layers[0].attention.wq.weight.to_local().clone()}
+        out[folder] = {
+            "logits": logits.clone(),
+            "greedy": greedy,
+            "bytes": parallel.rank_weight_bytes(model),
+            "local_heads": (attn.n_heads, attn.n_kv_heads),
+            "wq_local": model.layers[0].attention.wq.weight.to_local().clone(),
+        }
     return out
 
 
@@ -52,8 +56,15 @@ def run_train(ctx, out_dir: Path) -> dict:
     from llama2_lab import training as tr
 
     def cfg(name):
-        return tr.TrainConfig.from_preset("test", max_steps=6, log_every=1, eval_every=3, checkpoint_every=3,
-                                          checkpoint_path=str(out_dir / f"{name}.pt"), device="cpu")
+        return tr.TrainConfig.from_preset(
+            "test",
+            max_steps=6,
+            log_every=1,
+            eval_every=3,
+            checkpoint_every=3,
+            checkpoint_path=str(out_dir / f"{name}.pt"),
+            device="cpu",
+        )
 
     data = tr.prepare_data(cfg("straight"))  # the same on every rank: seeded tokenizer and rows
     straight = tr.train(cfg("straight"), progress=False, data=data)
@@ -67,9 +78,13 @@ def run_train(ctx, out_dir: Path) -> dict:
     except Crash:
         pass
     resumed = tr.train(cfg("crashed"), progress=False, resume=True, data=data)
-    return {"straight": straight.model.state_dict(), "straight_history": straight.history,
-            "resumed": resumed.model.state_dict(), "resumed_history": resumed.history,
-            "tokens_seen": (straight.tokens_seen, resumed.tokens_seen)}
+    return {
+        "straight": straight.model.state_dict(),
+        "straight_history": straight.history,
+        "resumed": resumed.model.state_dict(),
+        "resumed_history": resumed.history,
+        "tokens_seen": (straight.tokens_seen, resumed.tokens_seen),
+    }
 
 
 def run_errors(ctx, folders: list[str]) -> dict:
@@ -94,8 +109,11 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     ctx = parallel.init_distributed("cpu")
-    result = {"tp": run_tp(ctx, a.tp), "errors": run_errors(ctx, a.errors),
-              "train": run_train(ctx, a.out) if a.train else None}
+    result = {
+        "tp": run_tp(ctx, a.tp),
+        "errors": run_errors(ctx, a.errors),
+        "train": run_train(ctx, a.out) if a.train else None,
+    }
     torch.save(result, a.out / f"rank{ctx.rank}.pt")
 
 

@@ -20,8 +20,9 @@ def small_copy(monkeypatch):
 
 
 def _model(seed=0, **kw):
-    args = ModelArgs(**{**dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=96, multiple_of=16,
-                               max_seq_len=64), **kw})
+    args = ModelArgs(
+        **{**dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=96, multiple_of=16, max_seq_len=64), **kw}
+    )
     return Transformer(args).init_weights(std=0.3, seed=seed).eval()
 
 
@@ -41,8 +42,13 @@ def test_hf_twin_greedy_tokens_match_ours():
     model = _model(seed=3)
     prompt = torch.tensor([[1, 7, 9, 30, 4]])
     with torch.inference_mode():
-        hf = bench.hf_twin(model).generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False,
-                                           pad_token_id=0, eos_token_id=None)[0, 5:].tolist()
+        hf = (
+            bench.hf_twin(model)
+            .generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=None)[
+                0, 5:
+            ]
+            .tolist()
+        )
         cache, ids = model.new_cache(1, 17), []
         tok = model(prompt, 0, cache)[:, -1].argmax(-1, keepdim=True)
         for pos in range(5, 17):
@@ -55,8 +61,12 @@ def test_hf_twin_greedy_tokens_match_ours():
 def test_weight_bytes_per_token_counts_every_weight_but_the_embedding_table():
     model = _model()
     a = model.args
-    per_layer = (2 * a.dim * a.dim + 2 * a.dim * a.kv_heads * a.head_dim  # wq, wo, wk, wv
-                 + 3 * a.dim * a.hidden_dim + 2 * a.dim)  # w1, w2, w3, two norms
+    per_layer = (
+        2 * a.dim * a.dim
+        + 2 * a.dim * a.kv_heads * a.head_dim  # wq, wo, wk, wv
+        + 3 * a.dim * a.hidden_dim
+        + 2 * a.dim
+    )  # w1, w2, w3, two norms
     expected = 4 * (a.n_layers * per_layer + a.dim + a.vocab_size * a.dim + a.dim)  # + norm, output, one row
     assert bench.weight_bytes_per_token(model) == expected
     assert bench.weight_bytes_per_token(model.to(torch.bfloat16)) == expected // 2
@@ -69,12 +79,22 @@ def test_copy_bandwidth_is_positive_and_plausible():
 
 def test_run_tiny_shape_writes_json_with_every_engine(tmp_path, small_copy):
     out = tmp_path / "bench.json"
-    result = bench.run(device="cpu", shape="tiny", prompt_len=8, new_tokens=6, batches=(1, 2), compile=False,
-                       hf=True, repeats=1, out=str(out))
+    result = bench.run(
+        device="cpu",
+        shape="tiny",
+        prompt_len=8,
+        new_tokens=6,
+        batches=(1, 2),
+        compile=False,
+        hf=True,
+        repeats=1,
+        out=str(out),
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     engines = {(r["engine"], r["batch"]) for r in result["rows"]}
-    assert engines == {(e, b) for b in (1, 2) for e in
-                       ("project eager", "HF generate (default cache)", "HF generate (static cache)")}
+    assert engines == {
+        (e, b) for b in (1, 2) for e in ("project eager", "HF generate (default cache)", "HF generate (static cache)")
+    }
     for r in result["rows"]:
         assert "error" not in r, r
         for key in ("ttft_s", "prefill_tok_s", "decode_tok_s", "vs_hf_best", "decode_tok_s_cpu_time"):
@@ -83,14 +103,17 @@ def test_run_tiny_shape_writes_json_with_every_engine(tmp_path, small_copy):
     best = max(r["decode_tok_s"] for r in result["rows"] if r["batch"] == 1 and r["engine"].startswith("HF"))
     eager = next(r for r in result["rows"] if r["batch"] == 1 and r["engine"] == "project eager")
     assert eager["vs_hf_best"] == pytest.approx(eager["decode_tok_s"] / best)
-    assert result["bound_tok_s"] == pytest.approx(result["copy_bandwidth_GBps"] * 1e9 / result["weight_bytes_per_token"])
+    assert result["bound_tok_s"] == pytest.approx(
+        result["copy_bandwidth_GBps"] * 1e9 / result["weight_bytes_per_token"]
+    )
     table = bench.format_result(result)
     assert "project eager" in table and "bound" in table
 
 
 def test_plot_breakdown_draws_both_panels(small_copy):
-    result = bench.run(device="cpu", shape="tiny", prompt_len=4, new_tokens=3, batches=(1,), compile=False,
-                       hf=False, repeats=1)
+    result = bench.run(
+        device="cpu", shape="tiny", prompt_len=4, new_tokens=3, batches=(1,), compile=False, hf=False, repeats=1
+    )
     fig = bench.plot_breakdown(result)
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="no successful rows"):
@@ -104,8 +127,17 @@ def test_run_on_cuda_in_bf16(tmp_path, small_copy):
     tokens = torch.randint(0, 96, (1, 9), device="cuda")
     with torch.no_grad():
         assert (model(tokens) - bench.hf_twin(model)(tokens).logits.float()).abs().max().item() < 0.1  # bf16 rounding
-    result = bench.run(device="cuda", shape="tiny", prompt_len=8, new_tokens=6, batches=(1, 2), compile=False,
-                       hf=True, repeats=1, out=str(tmp_path / "bench.json"))
+    result = bench.run(
+        device="cuda",
+        shape="tiny",
+        prompt_len=8,
+        new_tokens=6,
+        batches=(1, 2),
+        compile=False,
+        hf=True,
+        repeats=1,
+        out=str(tmp_path / "bench.json"),
+    )
     assert result["dtype"] == "bfloat16" and result["bound_tok_s"] > 0
     for r in result["rows"]:
         assert "error" not in r, r

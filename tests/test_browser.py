@@ -27,8 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "build" / "screenshots"
 BUDGET_S = 270  # the whole test, server start to last screenshot (about 100 s on an idle 2-core machine)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -91,24 +99,46 @@ def lab(tmp_path, request):
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     home = tmp_path / "home"
-    env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-           "IPYTHONDIR": str(tmp_path / "ipython"), "MPLCONFIGDIR": str(tmp_path / "mpl"),
-           "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter_config"), "LLAMA2_LAB_FAST": "1",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+        "MPLCONFIGDIR": str(tmp_path / "mpl"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter_config"),
+        "LLAMA2_LAB_FAST": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("LLAMA2_CHECKPOINT", None)
     port = _free_port()
     log = open(tmp_path / "lab.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         "--IdentityProvider.token=", "--ServerApp.password=", "--allow-root",
-         f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
-         f"--LabApp.workspaces_dir={tmp_path / 'ws'}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--IdentityProvider.token=",
+            "--ServerApp.password=",
+            "--allow-root",
+            f"--ServerApp.root_dir={root}",
+            f"--LabApp.user_settings_dir={settings}",
+            f"--LabApp.workspaces_dir={tmp_path / 'ws'}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {server.returncode}:\n{(tmp_path / 'lab.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"jupyter lab exited with {server.returncode}:\n{(tmp_path / 'lab.log').read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{url}/api/status", timeout=2) as r:
                     if r.status == 200:
@@ -130,8 +160,10 @@ def lab(tmp_path, request):
         log.close()
 
 
-IDLE = ("() => { const t = document.querySelector('#jp-main-statusbar')?.innerText || '';"
-        " return t.includes('| Idle') && !t.includes('No Kernel'); }")
+IDLE = (
+    "() => { const t = document.querySelector('#jp-main-statusbar')?.innerText || '';"
+    " return t.includes('| Idle') && !t.includes('No Kernel'); }"
+)
 
 
 def _wait_idle(page, deadline: Deadline, cap_s: float = 90) -> None:
@@ -150,7 +182,9 @@ def _wait_src_change(page, selector: str, index: int, before: str, deadline: Dea
     page.wait_for_function(
         "([sel, i, before]) => { const el = document.querySelectorAll(sel)[i];"
         " return el && el.getAttribute('src') && el.getAttribute('src') !== before; }",
-        arg=[selector, index, before], timeout=deadline.ms(60))
+        arg=[selector, index, before],
+        timeout=deadline.ms(60),
+    )
     after = _src(page.locator(selector).nth(index))
     assert after != before, f"{what} did not change the image"
     return after
@@ -165,8 +199,12 @@ def test_notebook_08_widgets_in_chromium(lab, tmp_path):
     profile = tmp_path / "chromium-profile"  # a fresh profile every run
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(  # = --user-data-dir, as Playwright wants it
-            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1440, "height": 1000})  # a laptop screen: the explorer must fit it
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1440, "height": 1000},
+        )  # a laptop screen: the explorer must fit it
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
             page.goto(f"{url}/lab/tree/{name}", timeout=deadline.ms(60))
@@ -197,8 +235,10 @@ def test_notebook_08_widgets_in_chromium(lab, tmp_path):
             slider = page.locator(".l2l-explorer-token .noUi-handle").first
             slider.focus()
             page.keyboard.press("End")
-            page.wait_for_function("() => document.querySelector('.l2l-explorer-token')"
-                                   ".parentElement.innerText.includes('generated')", timeout=deadline.ms(30))
+            page.wait_for_function(
+                "() => document.querySelector('.l2l-explorer-token').parentElement.innerText.includes('generated')",
+                timeout=deadline.ms(30),
+            )
             explorer.screenshot(path=str(SHOTS / "explorer_single_head.png"))
             box = explorer.bounding_box()
             assert box["width"] <= 1440 and box["height"] <= 1000 - 80, box  # fits below JupyterLab's bars
@@ -230,7 +270,9 @@ def test_notebook_08_widgets_in_chromium(lab, tmp_path):
             playground.locator(".l2l-sampling-sample button, button.l2l-sampling-sample").first.click()
             page.wait_for_function(
                 "(before) => document.querySelector('.l2l-sampling-text').innerText !== before",
-                arg=text_before, timeout=deadline.ms(60))
+                arg=text_before,
+                timeout=deadline.ms(60),
+            )
             _wait_src_change(page, chart, 0, after_temp, deadline, "sampling a token")
             playground.screenshot(path=str(SHOTS / "sampling_playground.png"))
         except Exception:
@@ -241,4 +283,3 @@ def test_notebook_08_widgets_in_chromium(lab, tmp_path):
     elapsed = time.monotonic() - t0
     print(f"browser test: {elapsed:.1f} s in Chromium")
     assert elapsed < BUDGET_S
-

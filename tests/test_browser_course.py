@@ -45,8 +45,12 @@ def _component_widget(lab, tmp_path):
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1300, "height": 1100})
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1300, "height": 1100},
+        )
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
             _run_all(page, url, name, deadline)

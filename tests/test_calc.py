@@ -7,11 +7,17 @@ from llama2_lab.core.config import ModelArgs
 from llama2_lab.core.transformer import Transformer
 
 
-@pytest.mark.parametrize("name, total", [
-    ("llama2-7b", 6_738_415_616), ("llama2-13b", 13_015_864_320),
-    ("llama2-34b", 33_743_970_304), ("llama2-70b", 68_976_648_192),
-    ("llama1-33b", 32_528_943_616), ("llama1-65b", 65_285_660_672),
-])
+@pytest.mark.parametrize(
+    "name, total",
+    [
+        ("llama2-7b", 6_738_415_616),
+        ("llama2-13b", 13_015_864_320),
+        ("llama2-34b", 33_743_970_304),
+        ("llama2-70b", 68_976_648_192),
+        ("llama1-33b", 32_528_943_616),
+        ("llama1-65b", 65_285_660_672),
+    ],
+)
 def test_exact_parameter_counts(name, total):
     parts = calc.count_params(ModelArgs.from_name(name))
     assert parts["total"] == total

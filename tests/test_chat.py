@@ -28,31 +28,139 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 # 100 examples: each draws a whole dialog, and these tests should stay a few seconds.
 SETTINGS = settings(deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 
-FRENCH = [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Hi"},
-          {"role": "assistant", "content": "Bonjour"}, {"role": "user", "content": "Bye"}]
-FRENCH_IDS = [1, 518, 25580, 29962, 3532, 14816, 29903, 6778, 13, 22550, 297, 5176, 29889, 13,
-              29966, 829, 14816, 29903, 6778, 13, 13, 18567, 518, 29914, 25580, 29962, 8396, 29926,
-              473, 29871, 2, 1, 518, 25580, 29962, 2648, 29872, 518, 29914, 25580, 29962]
-PIRATE = [{"role": "system", "content": "Always answer like a pirate."},
-          {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "Arr, 4!"},
-          {"role": "user", "content": "And 3+3?"}]
-PIRATE_IDS = [1, 518, 25580, 29962, 3532, 14816, 29903, 6778, 13, 2499, 1994, 1234, 763, 263, 21625,
-              403, 29889, 13, 29966, 829, 14816, 29903, 6778, 13, 13, 5618, 338, 29871, 29906, 29974,
-              29906, 29973, 518, 29914, 25580, 29962, 25681, 29892, 29871, 29946, 29991, 29871, 2, 1,
-              518, 25580, 29962, 1126, 29871, 29941, 29974, 29941, 29973, 518, 29914, 25580, 29962]
+FRENCH = [
+    {"role": "system", "content": "Answer in French."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Bonjour"},
+    {"role": "user", "content": "Bye"},
+]
+FRENCH_IDS = [
+    1,
+    518,
+    25580,
+    29962,
+    3532,
+    14816,
+    29903,
+    6778,
+    13,
+    22550,
+    297,
+    5176,
+    29889,
+    13,
+    29966,
+    829,
+    14816,
+    29903,
+    6778,
+    13,
+    13,
+    18567,
+    518,
+    29914,
+    25580,
+    29962,
+    8396,
+    29926,
+    473,
+    29871,
+    2,
+    1,
+    518,
+    25580,
+    29962,
+    2648,
+    29872,
+    518,
+    29914,
+    25580,
+    29962,
+]
+PIRATE = [
+    {"role": "system", "content": "Always answer like a pirate."},
+    {"role": "user", "content": "What is 2+2?"},
+    {"role": "assistant", "content": "Arr, 4!"},
+    {"role": "user", "content": "And 3+3?"},
+]
+PIRATE_IDS = [
+    1,
+    518,
+    25580,
+    29962,
+    3532,
+    14816,
+    29903,
+    6778,
+    13,
+    2499,
+    1994,
+    1234,
+    763,
+    263,
+    21625,
+    403,
+    29889,
+    13,
+    29966,
+    829,
+    14816,
+    29903,
+    6778,
+    13,
+    13,
+    5618,
+    338,
+    29871,
+    29906,
+    29974,
+    29906,
+    29973,
+    518,
+    29914,
+    25580,
+    29962,
+    25681,
+    29892,
+    29871,
+    29946,
+    29991,
+    29871,
+    2,
+    1,
+    518,
+    25580,
+    29962,
+    1126,
+    29871,
+    29941,
+    29974,
+    29941,
+    29973,
+    518,
+    29914,
+    25580,
+    29962,
+]
 
 
 def meta_chat_completion_tokens(sp, dialog):
     """Meta's `chat_completion` prompt construction (llama/generation.py @ 689c7f2), transcribed
     line by line with SentencePiece itself: the oracle that encode_dialog must equal."""
     if dialog[0]["role"] == "system":
-        dialog = [{"role": dialog[1]["role"],
-                   "content": B_SYS + dialog[0]["content"] + E_SYS + dialog[1]["content"]}] + dialog[2:]
-    assert all(msg["role"] == "user" for msg in dialog[::2]) and all(
-        msg["role"] == "assistant" for msg in dialog[1::2])
-    tokens = sum([[sp.bos_id()] + sp.encode(f"{B_INST} {(prompt['content']).strip()} {E_INST} "
-                                            f"{(answer['content']).strip()} ") + [sp.eos_id()]
-                  for prompt, answer in zip(dialog[::2], dialog[1::2])], [])
+        dialog = [
+            {"role": dialog[1]["role"], "content": B_SYS + dialog[0]["content"] + E_SYS + dialog[1]["content"]}
+        ] + dialog[2:]
+    assert all(msg["role"] == "user" for msg in dialog[::2]) and all(msg["role"] == "assistant" for msg in dialog[1::2])
+    tokens = sum(
+        [
+            [sp.bos_id()]
+            + sp.encode(f"{B_INST} {(prompt['content']).strip()} {E_INST} {(answer['content']).strip()} ")
+            + [sp.eos_id()]
+            for prompt, answer in zip(dialog[::2], dialog[1::2])
+        ],
+        [],
+    )
     assert dialog[-1]["role"] == "user", f"Last message must be from user, got {dialog[-1]['role']}"
     return tokens + [sp.bos_id()] + sp.encode(f"{B_INST} {(dialog[-1]['content']).strip()} {E_INST}")
 
@@ -69,8 +177,10 @@ def real():
 def tok():
     rng = random.Random(0)
     words = "what is the llama say hello arr answer in french bonjour bye pirate you 😀 über".split()
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 10))) + rng.choice("?.! ")
-             + str(rng.randint(0, 99)) for _ in range(1000)]
+    lines = [
+        " ".join(rng.choice(words) for _ in range(rng.randint(2, 10))) + rng.choice("?.! ") + str(rng.randint(0, 99))
+        for _ in range(1000)
+    ]
     return train_tokenizer(lines, vocab_size=350)
 
 
@@ -79,6 +189,7 @@ def msg(role, content):
 
 
 # --- the exact format ---------------------------------------------------------------------------
+
 
 def test_constants():
     assert (B_INST, E_INST) == ("[INST]", "[/INST]")
@@ -90,7 +201,9 @@ def test_constants():
 def test_render_dialog_strings():
     # FACTS §3.3
     assert render_dialog(FRENCH) == [
-        "[INST] <<SYS>>\nAnswer in French.\n<</SYS>>\n\nHi [/INST] Bonjour ", "[INST] Bye [/INST]"]
+        "[INST] <<SYS>>\nAnswer in French.\n<</SYS>>\n\nHi [/INST] Bonjour ",
+        "[INST] Bye [/INST]",
+    ]
     assert render_dialog([msg("user", "  a  "), msg("assistant", " b\n")]) == ["[INST] a [/INST] b "]
     # Only the merged system + user text is stripped: an empty user eats E_SYS's newlines, as Meta's does.
     assert render_dialog([msg("system", " s "), msg("user", "")]) == ["[INST] <<SYS>>\n s \n<</SYS>> [/INST]"]
@@ -132,8 +245,9 @@ def test_tags_are_plain_text(real):
 
 content = st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="▁"), max_size=20),
-    st.lists(st.sampled_from(["what", " is", "  ", "\n", "😀", "2+2", "?", "über", " ", "arr!", "\t"]),
-             max_size=8).map("".join),
+    st.lists(st.sampled_from(["what", " is", "  ", "\n", "😀", "2+2", "?", "über", " ", "arr!", "\t"]), max_size=8).map(
+        "".join
+    ),
 ).filter(lambda s: not any(tag in s for tag in SPECIAL_TAGS))
 
 
@@ -190,6 +304,7 @@ def test_validation_agrees_with_meta(tok, roles, last):
 
 # --- SFT masks ----------------------------------------------------------------------------------
 
+
 def _runs(ids, mask):
     """The maximal runs of masked-in tokens."""
     runs, current = [], []
@@ -208,7 +323,7 @@ def test_training_mask_covers_exactly_the_answers(tok, dialog):
     ids, mask = encode_training_dialog(tok, dialog)
     assert len(ids) == len(mask) and set(mask) <= {0, 1}
     # All pairs complete: Meta's pair encoding of every (user, assistant) pair, concatenated.
-    assert ids == meta_chat_completion_tokens(tok.sp, dialog + [msg("user", "")])[:len(ids)]
+    assert ids == meta_chat_completion_tokens(tok.sp, dialog + [msg("user", "")])[: len(ids)]
     assert ids[-1] == tok.eos_id and ids.count(tok.eos_id) == len(dialog) // 2
     answers = [m["content"].strip() for m in dialog if m["role"] == "assistant"]
     runs = _runs(ids, mask)
@@ -260,26 +375,29 @@ def test_prompt_mask_and_segments(tok, dialog):
 U, A, S = (lambda c="x": msg("user", c)), (lambda c="x": msg("assistant", c)), (lambda c="x": msg("system", c))
 
 
-@pytest.mark.parametrize("dialog, message", [
-    ([], "empty"),
-    ("Hi", "list of messages"),
-    ({"role": "user", "content": "Hi"}, "list of messages"),
-    (["Hi"], "Message 0 must be a dict with 'role' and 'content'"),
-    ([{"content": "Hi"}], "Message 0 must be a dict with 'role' and 'content'"),
-    ([U(), A(), {"role": "user"}], "Message 2 must be a dict"),
-    ([msg("bot", "Hi")], "role 'bot'.*'system', 'user', 'assistant'"),
-    ([msg("user", None)], "content must be a str"),
-    ([U(), A(), S(), U()], "Message 2 is a system message.*only come first"),
-    ([S()], "only a system message.*add the user message"),
-    ([U(), U()], "Message 1 is from the user, but it is the assistant's turn.*alternate"),
-    ([A(), U()], "Message 0 is from the assistant, but it is the user's turn"),
-    ([S(), A(), U()], "Message 1 is from the assistant, but it is the user's turn"),
-    ([U(), A()], "last message must be from the user.*encode_training_dialog"),
-    ([U("tell me about [INST]")], "special tag '\\[INST\\]'"),
-    ([S("<<SYS>> x"), U()], "Message 0 \\(system\\) contains the special tag '<<SYS>>'"),
-    ([U(), A("ok [/INST] sure"), U()], "Message 1 \\(assistant\\) contains.*'\\[/INST\\]'.*unsafe"),
-    ([U(), A("<</SYS>>"), U()], "'<</SYS>>'"),
-])
+@pytest.mark.parametrize(
+    "dialog, message",
+    [
+        ([], "empty"),
+        ("Hi", "list of messages"),
+        ({"role": "user", "content": "Hi"}, "list of messages"),
+        (["Hi"], "Message 0 must be a dict with 'role' and 'content'"),
+        ([{"content": "Hi"}], "Message 0 must be a dict with 'role' and 'content'"),
+        ([U(), A(), {"role": "user"}], "Message 2 must be a dict"),
+        ([msg("bot", "Hi")], "role 'bot'.*'system', 'user', 'assistant'"),
+        ([msg("user", None)], "content must be a str"),
+        ([U(), A(), S(), U()], "Message 2 is a system message.*only come first"),
+        ([S()], "only a system message.*add the user message"),
+        ([U(), U()], "Message 1 is from the user, but it is the assistant's turn.*alternate"),
+        ([A(), U()], "Message 0 is from the assistant, but it is the user's turn"),
+        ([S(), A(), U()], "Message 1 is from the assistant, but it is the user's turn"),
+        ([U(), A()], "last message must be from the user.*encode_training_dialog"),
+        ([U("tell me about [INST]")], "special tag '\\[INST\\]'"),
+        ([S("<<SYS>> x"), U()], "Message 0 \\(system\\) contains the special tag '<<SYS>>'"),
+        ([U(), A("ok [/INST] sure"), U()], "Message 1 \\(assistant\\) contains.*'\\[/INST\\]'.*unsafe"),
+        ([U(), A("<</SYS>>"), U()], "'<</SYS>>'"),
+    ],
+)
 def test_encode_dialog_errors(tok, dialog, message):
     with pytest.raises(DialogError, match=message):
         encode_dialog(tok, dialog)

@@ -77,9 +77,19 @@ def test_meta_real_params_json_vocab_minus_one_and_rope_freqs(tmp_path):
     ck.save_meta(m, tmp_path, n_shards=2)
     # Meta's own params.json: no n_kv_heads for MHA, vocab_size -1 (the tokenizer decides).
     a = m.args
-    (tmp_path / "params.json").write_text(json.dumps(
-        {"dim": a.dim, "multiple_of": a.multiple_of, "n_heads": a.n_heads, "n_layers": a.n_layers,
-         "norm_eps": a.norm_eps, "vocab_size": -1, "max_seq_len": a.max_seq_len}))
+    (tmp_path / "params.json").write_text(
+        json.dumps(
+            {
+                "dim": a.dim,
+                "multiple_of": a.multiple_of,
+                "n_heads": a.n_heads,
+                "n_layers": a.n_layers,
+                "norm_eps": a.norm_eps,
+                "vocab_size": -1,
+                "max_seq_len": a.max_seq_len,
+            }
+        )
+    )
     for i in range(2):  # some Meta files carry the RoPE table as rope.freqs
         p = tmp_path / f"consolidated.{i:02d}.pth"
         sd = torch.load(p, weights_only=True)
@@ -125,8 +135,12 @@ def test_hf_weights_are_permuted_and_named_as_transformers_expects(tmp_path):
     ck.save_hf(m, tmp_path)
     hf = load_file(tmp_path / "model.safetensors")
     sd = m.state_dict()
-    assert torch.equal(hf["model.layers.1.self_attn.q_proj.weight"], permute_to_hf(sd["layers.1.attention.wq.weight"], 4))
-    assert torch.equal(hf["model.layers.1.self_attn.k_proj.weight"], permute_to_hf(sd["layers.1.attention.wk.weight"], 2))
+    assert torch.equal(
+        hf["model.layers.1.self_attn.q_proj.weight"], permute_to_hf(sd["layers.1.attention.wq.weight"], 4)
+    )
+    assert torch.equal(
+        hf["model.layers.1.self_attn.k_proj.weight"], permute_to_hf(sd["layers.1.attention.wk.weight"], 2)
+    )
     assert torch.equal(hf["model.layers.1.self_attn.v_proj.weight"], sd["layers.1.attention.wv.weight"])
     assert torch.equal(hf["model.layers.0.mlp.gate_proj.weight"], sd["layers.0.feed_forward.w1.weight"])
     assert torch.equal(hf["model.layers.0.mlp.up_proj.weight"], sd["layers.0.feed_forward.w3.weight"])
@@ -141,8 +155,9 @@ def test_hf_to_project_to_hf_identical_tensors(tmp_path):
     ck.save_hf(ck.load_model(tmp_path / "proj"), tmp_path / "hf2")
     a, b = load_file(tmp_path / "hf1" / "model.safetensors"), load_file(tmp_path / "hf2" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((tmp_path / "hf1" / "config.json").read_text()) == \
-        json.loads((tmp_path / "hf2" / "config.json").read_text())
+    assert json.loads((tmp_path / "hf1" / "config.json").read_text()) == json.loads(
+        (tmp_path / "hf2" / "config.json").read_text()
+    )
 
 
 def test_hf_tied_embeddings_and_inv_freq(tmp_path):
@@ -189,9 +204,17 @@ def test_hf_folder_matches_transformers(tmp_path, name):
 
 def test_loads_folder_saved_by_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, vocab_size=512, max_position_embeddings=128,
-                                   rms_norm_eps=1e-5, tie_word_embeddings=False)
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=172,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     hf = transformers.LlamaForCausalLM(cfg).eval()
     with torch.no_grad():
@@ -227,14 +250,24 @@ def test_llama2c_roundtrip(tmp_path, version, shared):
     assert_same_model(m, m2)
 
 
-@pytest.mark.parametrize("dim,hidden,want", [(4096, 11008, (256, None)), (5120, 13824, (256, None)),
-                                             (8192, 22016, (256, None)), (8192, 28672, (4096, 1.3)),
-                                             (64, 172, (4, None)), (288, 768, (256, None))])
+@pytest.mark.parametrize(
+    "dim,hidden,want",
+    [
+        (4096, 11008, (256, None)),
+        (5120, 13824, (256, None)),
+        (8192, 22016, (256, None)),
+        (8192, 28672, (4096, 1.3)),
+        (64, 172, (4, None)),
+        (288, 768, (256, None)),
+    ],
+)
 def test_ffn_args_for_hidden(dim, hidden, want):
     assert ck.ffn_args_for_hidden(dim, hidden) == want
     for odd in (100, 173, 1000, 29000):  # any width can be described exactly
         m, f = ck.ffn_args_for_hidden(dim if dim < 1000 else 64, odd)
-        assert ModelArgs(dim=dim if dim < 1000 else 64, n_heads=4, multiple_of=m, ffn_dim_multiplier=f).hidden_dim == odd
+        assert (
+            ModelArgs(dim=dim if dim < 1000 else 64, n_heads=4, multiple_of=m, ffn_dim_multiplier=f).hidden_dim == odd
+        )
 
 
 # --- loading options ------------------------------------------------------------------------------
@@ -304,12 +337,18 @@ def test_info_reads_headers_only(tmp_path, monkeypatch):
     class NoRead(ck.LazyTensor):
         def __post_init__(self):
             self.read = no_read
+
     for module in (ck_common, ck_meta, ck_hf, ck_llama2c):  # every reader that makes lazy tensors
         monkeypatch.setattr(module, "LazyTensor", NoRead)
     for path, fmt, shards in [(tmp_path / "meta", "meta", 2), (tmp_path / "m.bin", "llama2c", 1)]:
         d = ck.info(path)
-        assert (d["format"], d["shards"], d["n_params"], d["dtypes"], d["problems"]) == \
-            (fmt, shards, m.num_params(), ["float32"], [])
+        assert (d["format"], d["shards"], d["n_params"], d["dtypes"], d["problems"]) == (
+            fmt,
+            shards,
+            m.num_params(),
+            ["float32"],
+            [],
+        )
         assert d["bytes_on_disk"] == sum(p.stat().st_size for p in ([path] if path.is_file() else path.iterdir()))
         assert fmt in ck.format_info(d) and f"{m.num_params():,}" in ck.format_info(d)
     d = ck.info(tmp_path / "hf")
@@ -391,7 +430,9 @@ def _edit_project(folder, fn):
 def test_wrong_shape_names_tensor_and_shapes(tmp_path):
     ck.save_model(make_model(), tmp_path)
     _edit_project(tmp_path, lambda sd: sd.__setitem__("layers.1.attention.wk.weight", torch.zeros(16, 64)))
-    with pytest.raises(CheckpointError, match=r"layers\.1\.attention\.wk\.weight: expected shape \(32, 64\).*found \(16, 64\)"):
+    with pytest.raises(
+        CheckpointError, match=r"layers\.1\.attention\.wk\.weight: expected shape \(32, 64\).*found \(16, 64\)"
+    ):
         ck.load_model(tmp_path)
 
 
@@ -468,12 +509,15 @@ def test_meta_missing_shard(tmp_path):
         ck.load_model(tmp_path)
 
 
-@pytest.mark.parametrize("edit,msg", [
-    ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope scaling"),
-    ({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}, "only Llama"),
-    ({"hidden_act": "gelu"}, "hidden_act"),
-    ({"attention_bias": True}, "attention_bias"),
-])
+@pytest.mark.parametrize(
+    "edit,msg",
+    [
+        ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope scaling"),
+        ({"model_type": "mistral", "architectures": ["MistralForCausalLM"]}, "only Llama"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"attention_bias": True}, "attention_bias"),
+    ],
+)
 def test_hf_config_refusals(tmp_path, edit, msg):
     ck.save_hf(make_model(), tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
@@ -514,6 +558,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise OSError("disk full")
+
     monkeypatch.setattr(st, "save_file", boom)
     with pytest.raises(OSError):
         ck.save_model(make_model(seed=1), tmp_path)
@@ -541,11 +586,12 @@ def greedy(model, ids, n):
 
 # karpathy/llama2.c test_all.py (commit 350e04f): run.c and sample.py, greedy from BOS for 200 steps.
 LLAMA2C_EXPECTED = (
-    'Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, '
-    'she saw a big, red ball. She wanted to play with it, but it was too high.\nLily\'s mom said, "Lily, '
-    'let\'s go to the park." Lily was sad and didn\'t know what to do. She said, "I want to play with your '
-    'ball, but I can\'t find it."\nLily was sad and didn\'t know what to do. She said, "I\'m sorry, Lily. '
-    'I didn\'t know what to do."\nLily didn\'t want to help her mom, so she')
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, "
+    "she saw a big, red ball. She wanted to play with it, but it was too high.\nLily's mom said, \"Lily, "
+    "let's go to the park.\" Lily was sad and didn't know what to do. She said, \"I want to play with your "
+    "ball, but I can't find it.\"\nLily was sad and didn't know what to do. She said, \"I'm sorry, Lily. "
+    "I didn't know what to do.\"\nLily didn't want to help her mom, so she"
+)
 
 
 @pytest.mark.reference
@@ -557,8 +603,15 @@ def test_stories260k_header_and_golden_output(reference):
     assert d["format"] == "llama2c" and d["problems"] == []
     m = ck.load_model(path)
     a = m.args
-    assert (a.dim, a.n_layers, a.n_heads, a.kv_heads, a.vocab_size, a.hidden_dim, a.max_seq_len) == \
-        (64, 5, 8, 4, 512, 172, 512)
+    assert (a.dim, a.n_layers, a.n_heads, a.kv_heads, a.vocab_size, a.hidden_dim, a.max_seq_len) == (
+        64,
+        5,
+        8,
+        4,
+        512,
+        172,
+        512,
+    )
     assert torch.equal(m.output.weight, m.tok_embeddings.weight)  # shared classifier
     assert tok.decode(greedy(m, [1], 200)) == LLAMA2C_EXPECTED
 

@@ -27,12 +27,19 @@ def assert_caught(result: CheckResult, mistake: str, *words: str) -> None:
 
 
 # --- the package passes its own checks ---------------------------------------------------------
-@pytest.mark.parametrize("check, obj", [
-    (checks.check_rmsnorm, norm.RMSNorm), (checks.check_rmsnorm, norm.rms_norm),
-    (checks.check_swiglu, ffn.FeedForward), (checks.check_swiglu, ffn.swiglu),
-    (checks.check_repeat_kv, attention.repeat_kv), (checks.check_attention, attention.Attention),
-    (checks.check_block, model.TransformerBlock), (checks.check_model, model.Transformer),
-])
+@pytest.mark.parametrize(
+    "check, obj",
+    [
+        (checks.check_rmsnorm, norm.RMSNorm),
+        (checks.check_rmsnorm, norm.rms_norm),
+        (checks.check_swiglu, ffn.FeedForward),
+        (checks.check_swiglu, ffn.swiglu),
+        (checks.check_repeat_kv, attention.repeat_kv),
+        (checks.check_attention, attention.Attention),
+        (checks.check_block, model.TransformerBlock),
+        (checks.check_model, model.Transformer),
+    ],
+)
 def test_package_passes(check, obj, capsys):
     r = check(obj)
     assert r.passed and r.cases >= 4 and r.max_error < 1e-4 and r.hint == ""
@@ -150,7 +157,9 @@ def _meta_style_apply(pairing="interleaved", sign=1.0, rotate_k=True):
                 return torch.cat((a * cos - b * sin, a * sin + b * cos), -1).type_as(x)
             a, b = xf[..., 0::2], xf[..., 1::2]
             return torch.stack((a * cos - b * sin, a * sin + b * cos), -1).flatten(-2).type_as(x)
+
         return rot(xq), (rot(xk) if rotate_k else xk)
+
     return apply
 
 
@@ -181,6 +190,7 @@ def _table(kind):
         t = torch.arange(1, end + 1).float() if kind == "off_by_one" else torch.arange(end).float()
         angles = torch.outer(t, freqs)
         return torch.polar(torch.ones_like(angles), angles)
+
     return precompute
 
 
@@ -216,12 +226,19 @@ def test_rope_view_as_complex_in_bf16():
 
 
 # --- SwiGLU ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("fn, mistake, word", [
-    (lambda x, w1, w2, w3: F.linear(F.silu(F.linear(x, w3)) * F.linear(x, w1), w2), "gate_value_swapped", "w1 is the gate"),
-    (lambda x, w1, w2, w3: F.linear(F.relu(F.linear(x, w1)) * F.linear(x, w3), w2), "relu", "ReLU"),
-    (lambda x, w1, w2, w3: F.linear(F.gelu(F.linear(x, w1)) * F.linear(x, w3), w2), "gelu", "GELU"),
-    (lambda x, w1, w2, w3: F.linear(F.silu(F.linear(x, w1) * F.linear(x, w3)), w2), "silu_on_product", "gate only"),
-])
+@pytest.mark.parametrize(
+    "fn, mistake, word",
+    [
+        (
+            lambda x, w1, w2, w3: F.linear(F.silu(F.linear(x, w3)) * F.linear(x, w1), w2),
+            "gate_value_swapped",
+            "w1 is the gate",
+        ),
+        (lambda x, w1, w2, w3: F.linear(F.relu(F.linear(x, w1)) * F.linear(x, w3), w2), "relu", "ReLU"),
+        (lambda x, w1, w2, w3: F.linear(F.gelu(F.linear(x, w1)) * F.linear(x, w3), w2), "gelu", "GELU"),
+        (lambda x, w1, w2, w3: F.linear(F.silu(F.linear(x, w1) * F.linear(x, w3)), w2), "silu_on_product", "gate only"),
+    ],
+)
 def test_swiglu_mistakes(fn, mistake, word):
     assert_caught(checks.check_swiglu(fn, verbose=False), mistake, word)
 
@@ -230,7 +247,11 @@ def test_swiglu_module_with_bias():
     class Biased(nn.Module):
         def __init__(self, dim, hidden_dim):
             super().__init__()
-            self.w1, self.w2, self.w3 = nn.Linear(dim, hidden_dim), nn.Linear(hidden_dim, dim), nn.Linear(dim, hidden_dim)
+            self.w1, self.w2, self.w3 = (
+                nn.Linear(dim, hidden_dim),
+                nn.Linear(hidden_dim, dim),
+                nn.Linear(dim, hidden_dim),
+            )
 
         def forward(self, x):
             return self.w2(F.silu(self.w1(x)) * self.w3(x))
@@ -313,7 +334,9 @@ def make_attention(mistake=None, cached=False):
             return self.wo(out)
 
     if cached:
-        MyAttention.forward = lambda self, x, freqs_cis, start_pos=0, cache=None: self._forward(x, freqs_cis, start_pos, cache)
+        MyAttention.forward = lambda self, x, freqs_cis, start_pos=0, cache=None: self._forward(
+            x, freqs_cis, start_pos, cache
+        )
     else:
         MyAttention.forward = lambda self, x, freqs_cis: self._forward(x, freqs_cis)
     return MyAttention
@@ -325,16 +348,19 @@ def test_learner_style_attention_passes():
     assert r.passed and r.cases == 7
 
 
-@pytest.mark.parametrize("mistake, words", [
-    ("no_mask", ["no causal mask"]),
-    ("mask_excludes_diagonal", ["see itself"]),
-    ("mask_off_by_one", ["off by one"]),
-    ("tiled", ["h // n_rep"]),
-    ("scale_head_dim", ["sqrt(head_dim)"]),
-    ("softmax_wrong_dim", ["dim=-1"]),
-    ("rotate_v", ["only q and k"]),
-    ("merge_without_transpose", ["transpose(1, 2)"]),
-])
+@pytest.mark.parametrize(
+    "mistake, words",
+    [
+        ("no_mask", ["no causal mask"]),
+        ("mask_excludes_diagonal", ["see itself"]),
+        ("mask_off_by_one", ["off by one"]),
+        ("tiled", ["h // n_rep"]),
+        ("scale_head_dim", ["sqrt(head_dim)"]),
+        ("softmax_wrong_dim", ["dim=-1"]),
+        ("rotate_v", ["only q and k"]),
+        ("merge_without_transpose", ["transpose(1, 2)"]),
+    ],
+)
 def test_attention_mistakes(mistake, words):
     key = {"tiled": "repeat_tiled"}.get(mistake, mistake)
     assert_caught(checks.check_attention(make_attention(mistake), verbose=False), key, *words)
@@ -374,6 +400,7 @@ def make_block(kind=None):
                 return h + self.feed_forward(self.attention_norm(h))
             h = x + self.attention(self.attention_norm(x), freqs_cis)
             return h + self.feed_forward(self.ffn_norm(h))
+
     return MyBlock
 
 
@@ -381,8 +408,9 @@ def test_learner_block_passes():
     assert checks.check_block(make_block(), verbose=False).passed
 
 
-@pytest.mark.parametrize("kind, words", [("post_norm", ["pre-norm"]), ("no_residual", ["residual"]),
-                                         ("norms_swapped", ["swapped"])])
+@pytest.mark.parametrize(
+    "kind, words", [("post_norm", ["pre-norm"]), ("no_residual", ["residual"]), ("norms_swapped", ["swapped"])]
+)
 def test_block_mistakes(kind, words):
     assert_caught(checks.check_block(make_block(kind), verbose=False), kind, *words)
 
@@ -480,6 +508,7 @@ def test_model_tied_output():
 
 def test_model_substep_names_the_block():
     """A mistake no known variant matches: the hint names the sub-step (block 0's feed-forward), not just values."""
+
     class OddFFN(ffn.FeedForward):
         def forward(self, x):
             return 1.5 * super().forward(x)
@@ -520,18 +549,25 @@ class _TodoModule(nn.Module):
         raise NotImplementedError("TODO")
 
 
-@pytest.mark.parametrize("check, obj, what", [
-    (checks.check_rmsnorm, _TodoNorm, "RMSNorm"), (checks.check_rmsnorm, _todo, "RMSNorm"),
-    (checks.check_swiglu, _TodoModule, "SwiGLU"), (checks.check_repeat_kv, _todo, "repeat_kv"),
-    (checks.check_attention, _TodoModule, "Attention"), (checks.check_block, _TodoModule, "TransformerBlock"),
-    (checks.check_model, _TodoModule, "Transformer"),
-])
+@pytest.mark.parametrize(
+    "check, obj, what",
+    [
+        (checks.check_rmsnorm, _TodoNorm, "RMSNorm"),
+        (checks.check_rmsnorm, _todo, "RMSNorm"),
+        (checks.check_swiglu, _TodoModule, "SwiGLU"),
+        (checks.check_repeat_kv, _todo, "repeat_kv"),
+        (checks.check_attention, _TodoModule, "Attention"),
+        (checks.check_block, _TodoModule, "TransformerBlock"),
+        (checks.check_model, _TodoModule, "Transformer"),
+    ],
+)
 def test_not_written_yet(check, obj, what, capsys):
     r = check(obj)
     assert not r.passed and r.not_written and r.what == what
     out = capsys.readouterr().out
-    assert out == (f"{what}: not written yet — fill in the TODO cell above; the rest of this notebook uses the "
-                   f"package's {what}.\n")
+    assert out == (
+        f"{what}: not written yet — fill in the TODO cell above; the rest of this notebook uses the package's {what}.\n"
+    )
 
 
 def test_rope_not_written_table_or_apply(capsys):
@@ -630,6 +666,7 @@ def _broken_attention(error):
             if error == "hidden":  # a (B, T, dim) + (dim + 1) mismatch: nothing to do with heads
                 return x + torch.zeros(x.shape[-1] + 1)
             return self._forward(x, freqs_cis)
+
     return Broken
 
 
@@ -642,10 +679,12 @@ def test_repeat_kv_hint_only_with_evidence():
 
 
 def test_heads_evidence_parser():
-    assert checks._heads_evidence("The size of tensor a (4) must match the size of tensor b (2) at non-singleton "
-                                  "dimension 1", 4, 2, 2)
-    assert not checks._heads_evidence("The size of tensor a (32) must match the size of tensor b (33) at "
-                                      "non-singleton dimension 2", 4, 2, 2)
+    assert checks._heads_evidence(
+        "The size of tensor a (4) must match the size of tensor b (2) at non-singleton dimension 1", 4, 2, 2
+    )
+    assert not checks._heads_evidence(
+        "The size of tensor a (32) must match the size of tensor b (33) at non-singleton dimension 2", 4, 2, 2
+    )
     assert checks._heads_evidence("shape '[2, 7, 4, 8]' is invalid for input of size 224", 4, 2, 2)
     assert not checks._heads_evidence("shape '[2, 7, 4, 8]' is invalid for input of size 440", 4, 2, 2)
 
@@ -653,6 +692,7 @@ def test_heads_evidence_parser():
 def test_exception_hint_points_at_the_learners_line():
     """The error is raised inside the package's rope.py, called from the learner's code: the hint names the
     learner's line (this file), not rope.py or torch."""
+
     def apply(xq, xk, freqs_cis):
         return rope.apply_rotary_emb(xq, xk, freqs_cis[:-1])  # LEARNER-LINE: one row short
 
@@ -680,14 +720,21 @@ def make_block_with(kind):
                 h = x + 0.5 * a
                 return h + self.feed_forward(self.ffn_norm(h))
             raise ValueError(kind)
+
     return B
 
 
 def test_block_names_the_missing_residual():
-    assert_caught(checks.check_block(make_block_with("attn_residual_missing"), verbose=False),
-                  "attn_residual_missing", "residual of the attention branch is missing")
-    assert_caught(checks.check_block(make_block_with("ffn_residual_missing"), verbose=False),
-                  "ffn_residual_missing", "residual of the feed-forward branch is missing")
+    assert_caught(
+        checks.check_block(make_block_with("attn_residual_missing"), verbose=False),
+        "attn_residual_missing",
+        "residual of the attention branch is missing",
+    )
+    assert_caught(
+        checks.check_block(make_block_with("ffn_residual_missing"), verbose=False),
+        "ffn_residual_missing",
+        "residual of the feed-forward branch is missing",
+    )
 
 
 def test_block_substep_when_no_variant_matches():
@@ -725,6 +772,7 @@ def _greedy(kind=None):
             if t == eos:
                 break
         return ids if kind == "prompt" else new
+
     return fn
 
 

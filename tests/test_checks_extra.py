@@ -23,8 +23,10 @@ def test_use_and_not_written(capsys, tok):
     r = X.check_chat_encoder(_todo, tok)
     assert not r.passed and r.not_written
     out = capsys.readouterr().out
-    assert out.strip() == ("chat encoder: not written yet — fill in the TODO cell above; the rest of this notebook "
-                           "uses the package's chat encoder.")
+    assert out.strip() == (
+        "chat encoder: not written yet — fill in the TODO cell above; the rest of this notebook "
+        "uses the package's chat encoder."
+    )
     assert X.use(r, "mine", "package", "chat encoder") == "package"
     assert capsys.readouterr().out.strip() == "Using the package's chat encoder (yours is not written yet)."
     bad = X.check_chat_encoder(X._chat_variant("no_eos"), tok, verbose=False)
@@ -38,6 +40,7 @@ def test_use_and_not_written(capsys, tok):
 def test_a_real_error_is_not_not_written(tok):
     def broken(tokenizer, dialog):
         return [tokenizer.bos_id] + undefined_name  # noqa: F821
+
     r = X.check_chat_encoder(broken, tok, verbose=False)
     assert not r.passed and not r.not_written and r.mistake == "exception" and "NameError" in r.hint
 
@@ -59,6 +62,7 @@ def test_sampling_filters():
     def exactly_k(l, k):
         idx = torch.topk(l, min(k, l.shape[-1]), -1).indices
         return l.masked_fill(~torch.zeros_like(l, dtype=torch.bool).scatter(-1, idx, True), float("-inf"))
+
     assert X.check_top_k(exactly_k, verbose=False).mistake == "ties_dropped"
     zeros = lambda l, k: l.masked_fill(l < torch.topk(l, min(k, l.shape[-1]), -1).values[..., -1:], 0.0)
     assert X.check_top_k(zeros, verbose=False).mistake == "zero_not_inf"
@@ -99,6 +103,7 @@ def test_generate_check():
             out.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
             ids.append(out[-1])
         return out
+
     assert X.check_generate(no_cache, verbose=False).mistake == "no_cache"
 
     def off_by_one(model, prompt_ids, n, **kw):
@@ -110,6 +115,7 @@ def test_generate_check():
             if len(out) < n:
                 logits = model(torch.tensor([[out[-1]]]), start_pos=len(prompt_ids) + step + 1, cache=cache)[0, -1]
         return out
+
     assert X.check_generate(off_by_one, verbose=False).mistake == "start_pos"
     assert X.check_generate(_todo, verbose=False).not_written
 

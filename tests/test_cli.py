@@ -30,8 +30,7 @@ def saved(tmp_path_factory, tok):
     """A tiny random model saved in the project format with its tokenizer: (folder, model)."""
     from llama2_lab.formats import save_model
 
-    args = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok), multiple_of=16,
-                     max_seq_len=96)
+    args = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=len(tok), multiple_of=16, max_seq_len=96)
     model = Transformer(args).init_weights(std=0.5, seed=0)
     folder = tmp_path_factory.mktemp("ckpt") / "tiny"
     save_model(model, folder, tokenizer=tok)
@@ -62,24 +61,39 @@ def test_generate_seed_reproduces_and_context_is_reported(capsys, saved):
     a = run(capsys, "generate", folder, "--seed", 3, "--temperature", 1.0, "--max-new-tokens", 10)
     b = run(capsys, "generate", folder, "--seed", 3, "--temperature", 1.0, "--max-new-tokens", 10)
     assert a[0] == b[0] == 0 and a[1] == b[1]
-    code, _, err = run(capsys, "generate", folder, "--greedy", "--max-new-tokens", 500, "--device", "cpu",
-                       "--dtype", "bf16", "--top-k", 5)
+    code, _, err = run(
+        capsys,
+        "generate",
+        folder,
+        "--greedy",
+        "--max-new-tokens",
+        500,
+        "--device",
+        "cpu",
+        "--dtype",
+        "bf16",
+        "--top-k",
+        5,
+    )
     assert code == 0 and ("max_seq_len" in err or "end of sequence" in err)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["generate", "{missing}"], "does not exist"),
-    (["generate", "{garbage}"], "model.bin"),  # the error names the file it cannot read
-    (["generate", "{folder}", "--temperature", "-1"], "temperature must be"),
-    (["generate", "{folder}", "--top-p", "0"], "top_p must be in (0, 1]"),
-    (["generate", "{folder}", "--top-k", "0"], "top_k must be"),
-    (["generate", "{folder}", "--max-new-tokens", "-3"], "--max-new-tokens must be >= 0"),
-    (["generate", "{folder}", "--device", "tpu"], "unknown device"),
-    (["generate", "{folder}", "--dtype", "int8"], "unknown dtype"),
-    (["generate", "{folder}", "--tokenizer", "{missing}"], "tokenizer"),
-    (["generate", "{folder}", "--tokenizer", "{garbage}"], "SentencePiece"),
-    (["info", "{missing}"], "missing"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "{missing}"], "does not exist"),
+        (["generate", "{garbage}"], "model.bin"),  # the error names the file it cannot read
+        (["generate", "{folder}", "--temperature", "-1"], "temperature must be"),
+        (["generate", "{folder}", "--top-p", "0"], "top_p must be in (0, 1]"),
+        (["generate", "{folder}", "--top-k", "0"], "top_k must be"),
+        (["generate", "{folder}", "--max-new-tokens", "-3"], "--max-new-tokens must be >= 0"),
+        (["generate", "{folder}", "--device", "tpu"], "unknown device"),
+        (["generate", "{folder}", "--dtype", "int8"], "unknown dtype"),
+        (["generate", "{folder}", "--tokenizer", "{missing}"], "tokenizer"),
+        (["generate", "{folder}", "--tokenizer", "{garbage}"], "SentencePiece"),
+        (["info", "{missing}"], "missing"),
+    ],
+)
 def test_user_mistakes_are_one_line_errors(capsys, saved, tmp_path, argv, message):
     garbage = tmp_path / "model.bin"
     garbage.write_bytes(b"\x00not a model at all" * 3)

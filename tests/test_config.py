@@ -5,10 +5,17 @@ import pytest
 from llama2_lab.core.config import PRESETS, ConfigError, ModelArgs, ffn_hidden_dim
 
 
-@pytest.mark.parametrize("name, hidden, kind", [
-    ("llama2-7b", 11008, "MHA"), ("llama2-13b", 13824, "MHA"), ("llama2-34b", 22016, "GQA"),
-    ("llama2-70b", 28672, "GQA"), ("llama1-33b", 17920, "MHA"), ("llama1-65b", 22016, "MHA"),
-])
+@pytest.mark.parametrize(
+    "name, hidden, kind",
+    [
+        ("llama2-7b", 11008, "MHA"),
+        ("llama2-13b", 13824, "MHA"),
+        ("llama2-34b", 22016, "GQA"),
+        ("llama2-70b", 28672, "GQA"),
+        ("llama1-33b", 17920, "MHA"),
+        ("llama1-65b", 22016, "MHA"),
+    ],
+)
 def test_presets_ffn_width_and_attention(name, hidden, kind):
     a = ModelArgs.from_name(name)
     assert a.hidden_dim == hidden
@@ -38,8 +45,20 @@ def test_unknown_preset_lists_valid_names():
 
 def test_params_json_from_meta_with_vocab_minus_one(tmp_path):
     p = tmp_path / "params.json"
-    p.write_text(json.dumps({"dim": 8192, "multiple_of": 4096, "ffn_dim_multiplier": 1.3, "n_heads": 64,
-                             "n_kv_heads": 8, "n_layers": 80, "norm_eps": 1e-05, "vocab_size": -1}))
+    p.write_text(
+        json.dumps(
+            {
+                "dim": 8192,
+                "multiple_of": 4096,
+                "ffn_dim_multiplier": 1.3,
+                "n_heads": 64,
+                "n_kv_heads": 8,
+                "n_layers": 80,
+                "norm_eps": 1e-05,
+                "vocab_size": -1,
+            }
+        )
+    )
     a = ModelArgs.from_params_json(p)
     assert a.vocab_size == 32000 and a.kv_heads == 8 and a.hidden_dim == 28672
     assert ModelArgs.from_params_json(tmp_path, vocab_size=32016).vocab_size == 32016
@@ -51,15 +70,18 @@ def test_params_json_round_trip(tmp_path):
     assert ModelArgs.from_params_json(tmp_path / "params.json") == a
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(dim=100, n_heads=3), "divisible by n_heads"),
-    (dict(dim=96, n_heads=32), "must be even"),
-    (dict(dim=64, n_heads=4, n_kv_heads=3), "multiple of n_kv_heads"),
-    (dict(dim=0), "positive integer"),
-    (dict(norm_eps=0.0), "norm_eps"),
-    (dict(ffn_dim_multiplier=-1.0), "ffn_dim_multiplier"),
-    (dict(n_kv_heads=0), "n_kv_heads"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(dim=100, n_heads=3), "divisible by n_heads"),
+        (dict(dim=96, n_heads=32), "must be even"),
+        (dict(dim=64, n_heads=4, n_kv_heads=3), "multiple of n_kv_heads"),
+        (dict(dim=0), "positive integer"),
+        (dict(norm_eps=0.0), "norm_eps"),
+        (dict(ffn_dim_multiplier=-1.0), "ffn_dim_multiplier"),
+        (dict(n_kv_heads=0), "n_kv_heads"),
+    ],
+)
 def test_invalid_configs_say_what_to_fix(kwargs, words):
     base = dict(dim=64, n_layers=1, n_heads=4, vocab_size=32, multiple_of=8)
     with pytest.raises(ConfigError, match=words):

@@ -49,19 +49,25 @@ def _write(folder: Path, name: str, nb) -> Path:
 def course_dir(tmp_path):
     src = tmp_path / "notebooks"
     out = nbformat.v4.new_output("stream", name="stdout", text="SECRET 42\n")
-    _write(src, "00_a.ipynb", _nb([
-        _md("# A\nGoals"),
-        _code("x = 1"),
-        _md("**Exercise 1.** Compute the answer."),
-        _code("answer = 6 * 7\nprint('SECRET', answer)", tags=["solution"], outputs=[out]),
-        _code("assert answer == 42  # checks", tags=["checks"]),
-        _md("**Exercise 2.** Explain in words."),
-        _md("Because 6 times 7 is 42.", tags=["solution"]),
-        _md("**Exercise 3.** Two cells of solution."),
-        _code("def f(n):\n    return n + 1", tags=["solution", "keep-me"]),
-        _code("g = f(1)", tags=["solution"]),
-        _code("assert g == 2", tags=["checks"]),
-    ]))
+    _write(
+        src,
+        "00_a.ipynb",
+        _nb(
+            [
+                _md("# A\nGoals"),
+                _code("x = 1"),
+                _md("**Exercise 1.** Compute the answer."),
+                _code("answer = 6 * 7\nprint('SECRET', answer)", tags=["solution"], outputs=[out]),
+                _code("assert answer == 42  # checks", tags=["checks"]),
+                _md("**Exercise 2.** Explain in words."),
+                _md("Because 6 times 7 is 42.", tags=["solution"]),
+                _md("**Exercise 3.** Two cells of solution."),
+                _code("def f(n):\n    return n + 1", tags=["solution", "keep-me"]),
+                _code("g = f(1)", tags=["solution"]),
+                _code("assert g == 2", tags=["checks"]),
+            ]
+        ),
+    )
     _write(src, "01_b.ipynb", _nb([_md("# B"), _code("print('no exercises here')", outputs=[out])]))
     return src
 
@@ -217,23 +223,42 @@ def test_real_notebooks_student_copies(tmp_path):
         assert [(c["id"], c.source) for c in back.cells] == [(c["id"], c.source) for c in src.cells]
         assert [c.metadata.get("tags", []) for c in back.cells] == [c.metadata.get("tags", []) for c in src.cells]
     # the notebooks this module was written with have exercises
-    for name in ("00_welcome.ipynb", "01_tokenizer_chat.ipynb", "06_assemble.ipynb", "07_pretraining.ipynb",
-                 "13_by_the_numbers.ipynb"):
+    for name in (
+        "00_welcome.ipynb",
+        "01_tokenizer_chat.ipynb",
+        "06_assemble.ipynb",
+        "07_pretraining.ipynb",
+        "13_by_the_numbers.ipynb",
+    ):
         if name in tagged:
             assert tagged[name] >= 1, f"{name} has no cell tagged 'solution'"
 
 
 def test_builds_dropped_and_put_back(tmp_path):
     skeleton = _code("def my_f(x):\n    # x: (B, T)\n    raise NotImplementedError('TODO: x + 1')")
-    solution = _code("def my_f(x):\n    return x + 1", tags=["solution"],
-                     outputs=[nbformat.v4.new_output("stream", name="stdout", text="SECRET\n")])
+    solution = _code(
+        "def my_f(x):\n    return x + 1",
+        tags=["solution"],
+        outputs=[nbformat.v4.new_output("stream", name="stdout", text="SECRET\n")],
+    )
     check = _code("result = check_f(my_f)\nf = use(result, my_f, pkg_f, 'f')")
-    nb = _nb([_md("# T"), _md("**Build** f: x + 1."), skeleton, solution, check, _md("**Exercise** say it."),
-              _md("It is x + 1.", tags=["solution"])])
+    nb = _nb(
+        [
+            _md("# T"),
+            _md("**Build** f: x + 1."),
+            skeleton,
+            solution,
+            check,
+            _md("**Exercise** say it."),
+            _md("It is x + 1.", tags=["solution"]),
+        ]
+    )
     nbformat.validator.normalize(nb)
     student, n = course.student_notebook(nb)
     assert n == 2
-    assert [c.source for c in student.cells] == [nb.cells[i].source for i in (0, 1, 2, 4, 5)] + [course.MARKDOWN_PLACEHOLDER]
+    assert [c.source for c in student.cells] == [nb.cells[i].source for i in (0, 1, 2, 4, 5)] + [
+        course.MARKDOWN_PLACEHOLDER
+    ]
     assert "SECRET" not in json.dumps(student)
     assert course.exercise_problems(nb) == []
     assert course.checked_builds(nb) == {"my_f": 4}
@@ -243,9 +268,16 @@ def test_builds_dropped_and_put_back(tmp_path):
     mine = _code("print('my own cell')")
     student.cells.insert(3, mine)
     back = course.put_solutions_back(student, nb)
-    assert [c.source for c in back.cells] == [nb.cells[0].source, nb.cells[1].source, student.cells[2].source,
-                                              mine.source, solution.source, check.source, nb.cells[5].source,
-                                              nb.cells[6].source]
+    assert [c.source for c in back.cells] == [
+        nb.cells[0].source,
+        nb.cells[1].source,
+        student.cells[2].source,
+        mine.source,
+        solution.source,
+        check.source,
+        nb.cells[5].source,
+        nb.cells[6].source,
+    ]
     assert back.cells[4].outputs == []  # solutions come back without their outputs
 
 
@@ -253,8 +285,14 @@ def test_untagged_builds_named():
     ready = _nb([_md("# T"), _code("def my_f(x):\n    return x + 1"), _code("assert check_f(my_f).passed")])
     assert any("my_f" in p and "ready-made" in p for p in course.untagged_builds(ready))
     demo = _nb([_code("def wrong(x):\n    return x"), _code("r = check_f(wrong)\nassert not r.passed")])
-    data = _nb([_code("tok = make()"), _code("def my_f(t):\n    raise NotImplementedError"),
-                _code("def my_f(t):\n    return t", tags=["solution"]), _code("use(check_f(my_f, tok), my_f, g, 'f')")])
+    data = _nb(
+        [
+            _code("tok = make()"),
+            _code("def my_f(t):\n    raise NotImplementedError"),
+            _code("def my_f(t):\n    return t", tags=["solution"]),
+            _code("use(check_f(my_f, tok), my_f, g, 'f')"),
+        ]
+    )
     assert course.checked_builds(data) == {"my_f": 3}  # the tokenizer passed along is no build
     assert course.checked_builds(demo) == {} and course.untagged_builds(demo) == []
     no_solution = _nb([_code("def my_f(x):\n    raise NotImplementedError"), _code("use(check_f(my_f), my_f, g, 'f')")])

@@ -19,6 +19,7 @@ def sample():
 
 # ---- determinism and disjoint streams --------------------------------------------------------
 
+
 def test_same_seed_same_stories():
     assert list(data.stories(5, 50)) == list(data.stories(5, 50))
     assert data.generate_story(random.Random(9)) == data.generate_story(random.Random(9))
@@ -54,6 +55,7 @@ def test_valid_not_in_first_20k_train():
 
 # ---- vocabulary --------------------------------------------------------------------------
 
+
 def test_vocabulary_sizes():
     names = set(data.GIRL_NAMES) | set(data.BOY_NAMES)
     assert len(names) == len(data.GIRL_NAMES) + len(data.BOY_NAMES)  # no name in both lists
@@ -72,8 +74,7 @@ def test_plurals_and_articles():
     assert data.a("unicorn") == "a unicorn" and data.a("umbrella") == "an umbrella"
     assert data.past("ride my bike") == "rode my bike" and data.ing("swim") == "swimming"
     assert data.ing("make a cake") == "making a cake" and data.past("hop") == "hopped"
-    assert [data.ing(v) for v in ("swing", "hum", "picnic", "see")] == [
-        "swinging", "humming", "picnicking", "seeing"]
+    assert [data.ing(v) for v in ("swing", "hum", "picnic", "see")] == ["swinging", "humming", "picnicking", "seeing"]
 
 
 def test_every_verb_phrase_conjugates():
@@ -84,6 +85,7 @@ def test_every_verb_phrase_conjugates():
 
 
 # ---- grammar, checked mechanically on a few hundred stories -------------------------------------
+
 
 def _an_is_right(word):
     """Independent of data.a(): first letter, plus the few words that sound otherwise."""
@@ -116,8 +118,11 @@ def test_surface_form(sample):
 
 
 def test_agreement(sample):
-    bad = re.compile(r"\b(he|she|it) (are|were|have)\b|\b(they|we|you) (is|was|has)\b"
-                     r"|\bI (is|are)\b", re.IGNORECASE)
+    bad = re.compile(
+        r"\b(he|she|it) (are|were|have)\b|\b(they|we|you) (is|was|has)\b"
+        r"|\bI (is|are)\b",
+        re.IGNORECASE,
+    )
     for text, _ in sample:
         assert not bad.search(text), bad.search(text)
 
@@ -201,6 +206,7 @@ def test_corpus_stats_small():
 
 # ---- user text files ---------------------------------------------------------------------
 
+
 def test_read_text_file_blank_lines(tmp_path):
     f = tmp_path / "t.txt"
     f.write_text("First doc,\nline two.\n\n\n  Second doc.  \n \nThird.\r\n", encoding="utf-8")
@@ -212,8 +218,7 @@ def test_read_text_file_delimiter(tmp_path):
     f = tmp_path / "t.txt"
     f.write_text("\ufeffOne.\n\nStill one.<|endoftext|>Two.<|endoftext|>\n", encoding="utf-8")
     assert data.text_documents(f) == ["One.\n\nStill one.", "Two."]
-    assert data.text_documents(f, delimiter="\n\n") == ["One.", "Still one.<|endoftext|>Two."
-                                                        "<|endoftext|>"]
+    assert data.text_documents(f, delimiter="\n\n") == ["One.", "Still one.<|endoftext|>Two.<|endoftext|>"]
 
 
 def test_read_text_file_errors(tmp_path):
@@ -254,6 +259,7 @@ def test_split_train_valid():
 
 # ---- packing -----------------------------------------------------------------------------
 
+
 def test_pack_documents():
     docs = [[10, 11, 12], [20], [30, 31, 32, 33, 34], [40, 41]]
     stream = [t for d in docs for t in [1, *d, 2]]  # 19 tokens
@@ -261,7 +267,7 @@ def test_pack_documents():
     assert all(len(c) == 5 for c in chunks)
     assert chunks[0] == [1, 10, 11, 12, 2] and chunks[1] == [2, 1, 20, 2, 1]
     # consecutive chunks share one token, so the inputs laid end to end are the stream
-    assert [t for c in chunks for t in c[:-1]] == stream[:4 * len(chunks)]
+    assert [t for c in chunks for t in c[:-1]] == stream[: 4 * len(chunks)]
     assert len(chunks) == (len(stream) - 1) // 4
     tail = list(data.pack_documents(docs, seq_len=4, drop_last=False))
     assert tail[:-1] == chunks and [t for c in tail for t in c[:-1]] + tail[-1][-1:] == stream
@@ -274,7 +280,7 @@ def test_pack_long_stream_matches_reference():
     docs = [[rng.randrange(3, 100) for _ in range(rng.randrange(0, 300))] for _ in range(200)]
     stream = [t for d in docs for t in [1, *d, 2]]
     chunks = list(data.pack_documents(docs, seq_len=64))
-    expected = [stream[i:i + 65] for i in range(0, len(stream) - 64, 64)]
+    expected = [stream[i : i + 65] for i in range(0, len(stream) - 64, 64)]
     assert chunks == expected
 
 

@@ -13,14 +13,17 @@ def q(kind, seed=0):
 
 
 # ---- checkers, one family at a time, on replies that obey and replies that do not ---------------
-@pytest.mark.parametrize("family,value,question,good,bad", [
-    ("persona", "Lila", "name", "Hello! I am Lila.", "I am a helpful assistant."),
-    ("hobby", "painting", "hobby", "My favorite hobby is painting.", "I like to help people."),
-    ("caps", None, "color", "THE COLOR OF THE SKY IS BLUE.", "The color of the sky is blue."),
-    ("end", "moon", "math", "3 plus 4 is 7, moon.", "Moon 3 plus 4 is 7."),
-    ("start", "Sure", "legs", "Sure! A dog has 4 legs.", "A dog has 4 legs, sure."),
-    ("brief", None, "greet", "Hello!", "Hello! How can I help you?"),
-])
+@pytest.mark.parametrize(
+    "family,value,question,good,bad",
+    [
+        ("persona", "Lila", "name", "Hello! I am Lila.", "I am a helpful assistant."),
+        ("hobby", "painting", "hobby", "My favorite hobby is painting.", "I like to help people."),
+        ("caps", None, "color", "THE COLOR OF THE SKY IS BLUE.", "The color of the sky is blue."),
+        ("end", "moon", "math", "3 plus 4 is 7, moon.", "Moon 3 plus 4 is 7."),
+        ("start", "Sure", "legs", "Sure! A dog has 4 legs.", "A dog has 4 legs, sure."),
+        ("brief", None, "greet", "Hello!", "Hello! How can I help you?"),
+    ],
+)
 def test_each_family_accepts_obeying_and_rejects_plain_replies(family, value, question, good, bad):
     c = Constraint(family, value)
     assert check(c, q(question), good) is True
@@ -32,7 +35,9 @@ def test_each_family_accepts_obeying_and_rejects_plain_replies(family, value, qu
     assert check(c, qq, qq.plain) is False
 
 
-@pytest.mark.parametrize("family,value", [("persona", "Lila"), ("hobby", "painting"), ("end", "moon"), ("start", "Sure")])
+@pytest.mark.parametrize(
+    "family,value", [("persona", "Lila"), ("hobby", "painting"), ("end", "moon"), ("start", "Sure")]
+)
 @pytest.mark.parametrize("kind", ["name", "hobby", "math", "greet"])
 @pytest.mark.parametrize("brief", [False, True])
 def test_the_oracle_writes_a_value_exactly_as_the_system_message_spells_it(family, value, kind, brief):
@@ -122,8 +127,9 @@ def test_heldout_combination_is_kept_out_of_training_and_always_in_its_split():
 
 def test_dialogues_are_seeded_and_vary_in_length_and_wording():
     a, b = dlg.dialogues(3, 50, 12), dlg.dialogues(3, 50, 12)
-    assert [(d.system, [q.text for q in d.questions]) for d in a] == \
-           [(d.system, [q.text for q in d.questions]) for d in b]
+    assert [(d.system, [q.text for q in d.questions]) for d in a] == [
+        (d.system, [q.text for q in d.questions]) for d in b
+    ]
     assert {len(d.questions) for d in a} > {1, 12} or len({len(d.questions) for d in a}) > 6
     assert {d.terse for d in a} == {True, False}
     assert {len(d.constraints) for d in a} == {1, 2, 3}

@@ -70,7 +70,7 @@ def test_bin_attention_partial_last_bin_and_leading_axes():
     for h in range(3):
         for i in range(3):
             for j in range(3):
-                block = a[h, 3 * i: 3 * i + 3, 3 * j: 3 * j + 3]  # the last block is 1 wide
+                block = a[h, 3 * i : 3 * i + 3, 3 * j : 3 * j + 3]  # the last block is 1 wide
                 assert got[h, i, j] == block.max()
     # a single strong link survives binning, which averaging would wash out
     b = np.zeros((1000, 1000), dtype=np.float32)
@@ -133,9 +133,11 @@ def test_figures_small_and_long(S, long_patterns):
     pats = causal_patterns(2, 4, S) if S < 100 else long_patterns
     toks = [f"▁w{i}" for i in range(S)]
     layer = pats["layers.1.attention.pattern"][0]  # (H, S, S)
-    figs = [attention_heatmap(layer[0], toks, title="x", n_prompt=S // 2),
-            heads_grid(layer, 2, toks, n_prompt=S // 2),
-            network_view(pats, tokens=toks, n_prompt=S // 2)]
+    figs = [
+        attention_heatmap(layer[0], toks, title="x", n_prompt=S // 2),
+        heads_grid(layer, 2, toks, n_prompt=S // 2),
+        network_view(pats, tokens=toks, n_prompt=S // 2),
+    ]
     for fig in figs:
         png = figure_png(fig)
         w, h = png_size(png)
@@ -200,8 +202,7 @@ def test_explorer_accepts_run_with_cache_and_generate_formats(small_model):
 def test_explorer_set_changes_png_and_exports(tmp_path):
     ex = AttentionExplorer(causal_patterns(3, 4, 30), [f"t{i}" for i in range(30)], n_kv_heads=2, n_prompt=20)
     seen = {ex.current_png()}
-    for kw in [dict(head=1), dict(layer=2), dict(token=5), dict(view="heads"), dict(layer=1),
-               dict(view="network")]:
+    for kw in [dict(head=1), dict(layer=2), dict(token=5), dict(view="heads"), dict(layer=1), dict(view="network")]:
         ex.set(**kw)
         png = ex.current_png()
         assert png[:8] == PNG_MAGIC
@@ -221,8 +222,12 @@ def test_explorer_set_changes_png_and_exports(tmp_path):
     ex._w_path.value = str(tmp_path / "button.png")
     ex._w_save.click()
     assert (tmp_path / "button.png").read_bytes() == first and "saved" in ex._w_status.value
-    for bad, msg in [(dict(layer=7), "not recorded"), (dict(head=4), "head must be"),
-                     (dict(view="3d"), "view must be"), (dict(token=30), "token must be")]:
+    for bad, msg in [
+        (dict(layer=7), "not recorded"),
+        (dict(head=4), "head must be"),
+        (dict(view="3d"), "view must be"),
+        (dict(token=30), "token must be"),
+    ]:
         with pytest.raises(ExplorerError, match=msg):
             ex.set(**bad)
 
@@ -314,7 +319,7 @@ def test_playground_sample_is_seeded_and_appends(tok_and_model):
     n0 = len(a.ids)
     pieces = [a.sample() for _ in range(4)]
     assert len(a.ids) == n0 + 4 and a.text == tok.decode(a.ids)
-    assert a.text.startswith("the cat") and "".join(pieces) == a.text[len("the cat"):]
+    assert a.text.startswith("the cat") and "".join(pieces) == a.text[len("the cat") :]
     b.sample(4)
     assert a.ids == b.ids
     assert a.model_calls == 4  # one forward per sampled token (the chart is drawn lazily)
@@ -369,6 +374,7 @@ def test_heads_grid_layout_follows_kv_groups(n_heads, n_kv, grid):
 
 def test_explorer_row_keeps_the_query_in_view_on_a_long_text():
     from llama2_lab.course import explorer
+
     S = 600
     ex = AttentionExplorer(causal_patterns(1, 2, S), [f"t{i}" for i in range(S)], n_prompt=500)
     ex.set(token=550)

@@ -18,7 +18,8 @@ def test_compiled_greedy_equals_eager():
     assert list(fast) == list(eager) and len(eager) == 20
     # a second request of another length reuses the compiled step (same rounded cache) and still agrees
     assert list(generate(model, prompt[:3], 12, temperature=0, compile=True)) == list(
-        generate(model, prompt[:3], 12, temperature=0))
+        generate(model, prompt[:3], 12, temperature=0)
+    )
     with pytest.raises(ValueError, match="record_attention needs the eager path"):
         generate(model, prompt, 2, compile=True, record_attention=True)
 

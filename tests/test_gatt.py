@@ -50,8 +50,9 @@ def masked_text(tok, ids, mask):
             cur = []
     if cur:
         runs.append(cur)
-    return [tok.decode([i for i in r if i != tok.eos_id]).strip() + ("<eos>" if r[-1] == tok.eos_id else "")
-            for r in runs]
+    return [
+        tok.decode([i for i in r if i != tok.eos_id]).strip() + ("<eos>" if r[-1] == tok.eos_id else "") for r in runs
+    ]
 
 
 # ---- sequences and masks ------------------------------------------------------------------------
@@ -91,8 +92,7 @@ def test_plain_and_baseline_masks(tok):
 
 def test_upper_bound_rendering_repeats_the_instruction(tok):
     d = dialogue(3)
-    ids, _ = gatt.encode_turns(tok, d.system, [q.text for q in d.questions], d.oracle_replies()[:2],
-                               sys_turns=range(3))
+    ids, _ = gatt.encode_turns(tok, d.system, [q.text for q in d.questions], d.oracle_replies()[:2], sys_turns=range(3))
     assert tok.decode(ids).count("<<SYS>>") == 3
 
 
@@ -150,7 +150,9 @@ def test_rejection_sampling_keeps_only_passing_candidates():
 
 
 def test_choose_prefers_obeying_and_right_then_obeying_only():
-    d = dlg.Dialogue((dlg.Constraint("caps"),), False, [dlg.Question("math", "What is 2 plus 3?", "2 plus 3 is 5.", "5.", "5")])
+    d = dlg.Dialogue(
+        (dlg.Constraint("caps"),), False, [dlg.Question("math", "What is 2 plus 3?", "2 plus 3 is 5.", "5.", "5")]
+    )
     q = d.questions[0]
     assert gatt.choose(d, q, ["2 plus 3 is 5.", "2 PLUS 3 IS 6.", "2 PLUS 3 IS 5."]) == 2
     assert gatt.choose(d, q, ["2 plus 3 is 5.", "2 PLUS 3 IS 6."]) == 1  # obeys, wrong sum: still kept
@@ -173,15 +175,18 @@ def test_rejection_sampling_stops_a_dialogue_where_nothing_passes():
 def test_model_sampler_handles_ragged_dialogues_and_continues_from_the_kept_reply(model, tok):
     # a hobby instruction and no hobby question: every candidate is accepted, so every turn is kept
     rng = random.Random(0)
-    ds = [dlg.Dialogue((dlg.Constraint("hobby", "baking"),), False,
-                       [dlg.make_question(rng, "color") for _ in range(n)]) for n in (2, 1, 3)]
+    ds = [
+        dlg.Dialogue((dlg.Constraint("hobby", "baking"),), False, [dlg.make_question(rng, "color") for _ in range(n)])
+        for n in (2, 1, 3)
+    ]
     kept = gatt.sample_gatt_replies(model, tok, ds, n_candidates=2, max_new=4, seed=0, batch_size=2)
     assert [len(k) for k in kept] == [2, 1, 3]
     # after keep(), every candidate row continues from the kept reply: sample turn 1, keep candidate 1,
     # decode turn 2 greedily; both rows must equal one chat that had candidate 1's tokens as history
     d = ds[2]
-    sampler = gatt.ModelSampler(model, tok, [d], n_candidates=2, temperature=1.5, max_new=4,
-                                generator=torch.Generator().manual_seed(1))
+    sampler = gatt.ModelSampler(
+        model, tok, [d], n_candidates=2, temperature=1.5, max_new=4, generator=torch.Generator().manual_seed(1)
+    )
     sampler.propose(0, [True])
     row1 = sampler.last_ids[1]
     assert sampler.last_ids[0] != row1  # the two candidates differ, so keep() matters
@@ -196,8 +201,9 @@ def test_model_sampler_handles_ragged_dialogues_and_continues_from_the_kept_repl
 
 def test_forced_fallback_reply_replaces_the_candidates_in_the_history(model, tok):
     d = dialogue(2)
-    sampler = gatt.ModelSampler(model, tok, [d], n_candidates=2, temperature=1.0, max_new=4,
-                                generator=torch.Generator().manual_seed(0))
+    sampler = gatt.ModelSampler(
+        model, tok, [d], n_candidates=2, temperature=1.0, max_new=4, generator=torch.Generator().manual_seed(0)
+    )
     sampler.propose(0, [True])
     forced = d.oracle_replies()[0]
     sampler.keep([None], {0: forced})
@@ -304,7 +310,11 @@ def test_system_span_and_decision_positions(tok):
     span = tok.decode(ids[lo:hi])
     assert lo > 0 and span.strip().startswith("<<SYS>>") and span.strip().endswith("<</SYS>>") and d.system in span
     for k, (first, end) in enumerate(gatt.decision_positions(tok, d, replies)):
-        assert tok.decode(ids[first - 8 : first + 1]).strip().endswith("[/INST]") and mask[first] == 0 and mask[first + 1] == 1
+        assert (
+            tok.decode(ids[first - 8 : first + 1]).strip().endswith("[/INST]")
+            and mask[first] == 0
+            and mask[first + 1] == 1
+        )
         assert ids[end + 2] == tok.eos_id and tok.decode(ids[first + 1 : end + 1]).strip() == replies[k]
 
 

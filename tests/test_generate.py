@@ -51,8 +51,9 @@ class ScriptedModel(Transformer):
     """A Transformer whose logits spell a fixed script after the prompt, so stops are deterministic."""
 
     def __init__(self, vocab_size, script, prompt_len, max_seq_len=64):
-        super().__init__(ModelArgs(dim=8, n_layers=1, n_heads=2, vocab_size=vocab_size, multiple_of=8,
-                                   max_seq_len=max_seq_len))
+        super().__init__(
+            ModelArgs(dim=8, n_layers=1, n_heads=2, vocab_size=vocab_size, multiple_of=8, max_seq_len=max_seq_len)
+        )
         self.script, self.prompt_len = list(script), prompt_len
 
     def forward(self, tokens, start_pos=0, cache=None, record=None):
@@ -100,8 +101,9 @@ def test_generate_returns_a_plain_list_of_ids_with_details():
 
 def test_generate_iter_is_the_same_loop():
     model = tiny()
-    assert list(generate_iter(model, [1, 3], 10, temperature=0.9, seed=5)) == \
-        generate(model, [1, 3], 10, temperature=0.9, seed=5)
+    assert list(generate_iter(model, [1, 3], 10, temperature=0.9, seed=5)) == generate(
+        model, [1, 3], 10, temperature=0.9, seed=5
+    )
 
 
 def test_batch_equals_single_per_prompt():
@@ -124,8 +126,9 @@ def test_seeds_reproduce():
     c = generate(model, [1, 5], 30, temperature=1.5, top_p=0.95, seed=124)
     assert a == b and a != c
     batch = [[1, 5], [1, 9, 9]]
-    assert generate_batch(model, batch, 20, temperature=1.5, top_k=50, seed=7) == \
-        generate_batch(model, batch, 20, temperature=1.5, top_k=50, seed=7)
+    assert generate_batch(model, batch, 20, temperature=1.5, top_k=50, seed=7) == generate_batch(
+        model, batch, 20, temperature=1.5, top_k=50, seed=7
+    )
 
 
 def test_context_limit_stops_generation():
@@ -142,7 +145,7 @@ def test_half_precision_models_generate_consistently(dtype):
     assert len(out) == 12
     # Teacher-forced check: each cached choice is, within 16-bit noise, the full forward's argmax.
     with torch.no_grad():
-        logits = model(torch.tensor([prompt + out]))[0, len(prompt) - 1: -1]  # (12, V)
+        logits = model(torch.tensor([prompt + out]))[0, len(prompt) - 1 : -1]  # (12, V)
     chosen = logits.gather(-1, torch.tensor(out)[:, None])[:, 0]
     assert torch.all(chosen >= logits.max(-1).values - 0.1 * logits.abs().max())
 
@@ -198,20 +201,23 @@ def test_filtered_distributions_and_sample_next():
 
 
 # --- errors ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=-0.1), "temperature"),
-    (dict(top_p=0.0), "top_p"),
-    (dict(top_p=1.5), "top_p"),
-    (dict(top_k=0), "top_k"),
-    (dict(max_new_tokens=-1), "max_new_tokens"),
-    (dict(prompt_ids=[]), "empty"),
-    (dict(prompt_ids=list(range(1, 300))), "299 tokens"),
-    (dict(prompt_ids=[[1, 2], [1, 3]]), "generate_batch"),
-    (dict(prompt_ids="hello"), "encode"),
-    (dict(stop=["\n"]), "tokenizer"),
-    (dict(stop=[""]), "empty"),
-    (dict(cache_len=3), "cache_len"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=-0.1), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=0), "top_k"),
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+        (dict(prompt_ids=[]), "empty"),
+        (dict(prompt_ids=list(range(1, 300))), "299 tokens"),
+        (dict(prompt_ids=[[1, 2], [1, 3]]), "generate_batch"),
+        (dict(prompt_ids="hello"), "encode"),
+        (dict(stop=["\n"]), "tokenizer"),
+        (dict(stop=[""]), "empty"),
+        (dict(cache_len=3), "cache_len"),
+    ],
+)
 def test_clear_errors(kwargs, message):
     args = dict(prompt_ids=[1, 2, 3], max_new_tokens=5) | kwargs
     with pytest.raises(ValueError, match=message) as err:
@@ -356,11 +362,11 @@ def test_chat_replies_until_eos(tok):
 
 # --- a real checkpoint -----------------------------------------------------------------------------
 LLAMA2C_EXPECTED = (  # llama2.c test_all.py: `run stories260K.bin -z tok512.bin -t 0.0 -n 200`
-    'Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, '
-    'she saw a big, red ball. She wanted to play with it, but it was too high.\nLily\'s mom said, "Lily, '
-    'let\'s go to the park." Lily was sad and didn\'t know what to do. She said, "I want to play with your '
-    'ball, but I can\'t find it."\nLily was sad and didn\'t know what to do. She said, "I\'m sorry, Lily. '
-    'I didn\'t know what to do."\nLily didn\'t want to help her mom, so she'
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, "
+    "she saw a big, red ball. She wanted to play with it, but it was too high.\nLily's mom said, \"Lily, "
+    "let's go to the park.\" Lily was sad and didn't know what to do. She said, \"I want to play with your "
+    "ball, but I can't find it.\"\nLily was sad and didn't know what to do. She said, \"I'm sorry, Lily. "
+    "I didn't know what to do.\"\nLily didn't want to help her mom, so she"
 )
 
 
@@ -388,7 +394,7 @@ def test_cuda_cached_greedy_equals_uncached(dtype):
         assert out == greedy_uncached(model, prompt, 24)
     else:  # bf16 kernels differ between prefill and decode: allow choices within rounding of the argmax
         with torch.no_grad():
-            logits = model(torch.tensor([prompt + out], device="cuda"))[0, len(prompt) - 1: -1]
+            logits = model(torch.tensor([prompt + out], device="cuda"))[0, len(prompt) - 1 : -1]
         chosen = logits.gather(-1, torch.tensor(out, device="cuda")[:, None])[:, 0]
         assert torch.all(chosen >= logits.max(-1).values - 0.05 * logits.abs().max())
     seeded = [generate(model, prompt, 16, temperature=1.0, seed=0) for _ in range(2)]

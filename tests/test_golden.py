@@ -15,9 +15,12 @@ from llama2_lab import encode_dialog, generate, load_model, load_tokenizer
 from llama2_lab.utils.paths import MODELS_DIR
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "golden_greedy.json").read_text())
-CHAT = [{"role": "system", "content": "Always answer in capital letters."},
-        {"role": "user", "content": "What is your name?"}, {"role": "assistant", "content": "I AM TOM."},
-        {"role": "user", "content": "What is 2 plus 3?"}]
+CHAT = [
+    {"role": "system", "content": "Always answer in capital letters."},
+    {"role": "user", "content": "What is your name?"},
+    {"role": "assistant", "content": "I AM TOM."},
+    {"role": "user", "content": "What is 2 plus 3?"},
+]
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
@@ -28,4 +31,6 @@ def test_greedy_tokens_of_the_shipped_models_are_pinned(name):
     got = list(generate(model, ids, len(GOLDEN[name]), temperature=0))
     want = GOLDEN[name]
     first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-    assert got == want, f"greedy tokens differ from token {first} on: got {got[first:first + 5]}, want {want[first:first + 5]}"
+    assert got == want, (
+        f"greedy tokens differ from token {first} on: got {got[first : first + 5]}, want {want[first : first + 5]}"
+    )

@@ -85,10 +85,18 @@ def test_chat_encoder_names_the_message_with_broken_text(tok):
         encode_dialog(tok, dialog)
 
 
-@pytest.mark.parametrize("ids, what", [
-    ("123", "str"), ([5, 3.7], "float"), ([5, True], "bool"), (np.array([5.0, 6.0]), "float64"),
-    (torch.tensor([5.0]), "float32"), (7, "for one id"), ([[5, 6]], "list"),
-])
+@pytest.mark.parametrize(
+    "ids, what",
+    [
+        ("123", "str"),
+        ([5, 3.7], "float"),
+        ([5, True], "bool"),
+        (np.array([5.0, 6.0]), "float64"),
+        (torch.tensor([5.0]), "float32"),
+        (7, "for one id"),
+        ([[5, 6]], "list"),
+    ],
+)
 def test_decode_refuses_what_is_not_integer_ids(tok, ids, what):
     with pytest.raises(TypeError, match=what):
         tok.decode(ids)
@@ -160,8 +168,9 @@ def test_greedy_generation_on_a_nan_model_says_why():
 
 def test_seeds_and_numpy_numbers():
     model = tiny()
-    a = generate(model, [1, 5], 5, temperature=np.float32(0.9), top_p=np.float64(0.9), top_k=np.int64(50),
-                 seed=np.int64(3))
+    a = generate(
+        model, [1, 5], 5, temperature=np.float32(0.9), top_p=np.float64(0.9), top_k=np.int64(50), seed=np.int64(3)
+    )
     assert a == generate(model, np.array([1, 5]), 5, temperature=0.9, top_p=0.9, top_k=50, seed=3)
     assert generate(model, [1, 5], 3, temperature=1.0, seed=2**64 - 1) is not None  # the largest 64-bit seed
     for seed in (2**64, -1, 2.5):
@@ -190,13 +199,16 @@ def _project(tmp_path, **params):
     return tmp_path / "m"
 
 
-@pytest.mark.parametrize("field, value, expected", [
-    ("norm_eps", "1e-5", r"norm_eps must be a finite number > 0.*'1e-5' \(a str\)"),
-    ("rope_theta", None, r"rope_theta must be a finite number > 0.*got None"),
-    ("ffn_dim_multiplier", "1.3", r"ffn_dim_multiplier must be a finite number > 0 or None"),
-    ("dim", "32", r"dim must be an integer, got '32' \(a string\)"),
-    ("max_seq_len", 96.0, r"max_seq_len must be an integer, got 96.0"),
-])
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("norm_eps", "1e-5", r"norm_eps must be a finite number > 0.*'1e-5' \(a str\)"),
+        ("rope_theta", None, r"rope_theta must be a finite number > 0.*got None"),
+        ("ffn_dim_multiplier", "1.3", r"ffn_dim_multiplier must be a finite number > 0 or None"),
+        ("dim", "32", r"dim must be an integer, got '32' \(a string\)"),
+        ("max_seq_len", 96.0, r"max_seq_len must be an integer, got 96.0"),
+    ],
+)
 def test_params_json_wrong_types_name_the_field_and_type(tmp_path, field, value, expected):
     with pytest.raises(CheckpointError, match=expected):
         ck.load_model(_project(tmp_path, **{field: value}))
@@ -209,14 +221,17 @@ def _hf(tmp_path, **changes):
     return tmp_path / "hf"
 
 
-@pytest.mark.parametrize("field, value, expected", [
-    ("rope_scaling", "linear", r"rope_scaling must be an object or null, got 'linear' \(a string\)"),
-    ("rope_theta", None, r"rope_theta must be a number, got null"),
-    ("rms_norm_eps", "1e-5", r"rms_norm_eps must be a number, got '1e-5' \(a string\)"),
-    ("max_position_embeddings", "96", r"max_position_embeddings must be an integer or null"),
-    ("hidden_size", 32.0, r"hidden_size must be an integer, got 32.0"),
-    ("architectures", "LlamaForCausalLM", r"architectures must be a list or null"),
-])
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("rope_scaling", "linear", r"rope_scaling must be an object or null, got 'linear' \(a string\)"),
+        ("rope_theta", None, r"rope_theta must be a number, got null"),
+        ("rms_norm_eps", "1e-5", r"rms_norm_eps must be a number, got '1e-5' \(a string\)"),
+        ("max_position_embeddings", "96", r"max_position_embeddings must be an integer or null"),
+        ("hidden_size", 32.0, r"hidden_size must be an integer, got 32.0"),
+        ("architectures", "LlamaForCausalLM", r"architectures must be a list or null"),
+    ],
+)
 def test_hf_config_wrong_types_name_the_field_and_type(tmp_path, field, value, expected):
     with pytest.raises(CheckpointError, match=expected):
         ck.load_model(_hf(tmp_path, **{field: value}))
@@ -276,14 +291,16 @@ def _load_in_thread(path, seconds=20):
             ck.load_model(path)
         except Exception as e:  # noqa: BLE001 - handed back to the test
             box["error"] = e
+
     t = threading.Thread(target=target, daemon=True)
     t.start()
     t.join(seconds)
     return not t.is_alive(), box.get("error")
 
 
-@pytest.mark.parametrize("fmt, name", [("meta", "consolidated.01.pth"), ("project", "model.safetensors"),
-                                       ("project", "params.json")])
+@pytest.mark.parametrize(
+    "fmt, name", [("meta", "consolidated.01.pth"), ("project", "model.safetensors"), ("project", "params.json")]
+)
 def test_a_fifo_instead_of_a_file_is_refused_without_blocking(tmp_path, fmt, name):
     if not hasattr(os, "mkfifo"):
         pytest.skip("no FIFOs on this platform")
@@ -306,8 +323,11 @@ def test_shards_of_different_dtypes_are_a_dtype_mismatch(tmp_path):
     ck.save_meta(tiny(), tmp_path, n_shards=2)
     shard = torch.load(tmp_path / "consolidated.01.pth", weights_only=True)
     torch.save({k: v.to(torch.bfloat16) for k, v in shard.items()}, tmp_path / "consolidated.01.pth")
-    with pytest.raises(CheckpointError, match=r"dtype mismatch across shards \(float32 in consolidated.00.pth, "
-                                              r"bfloat16 in consolidated.01.pth\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"dtype mismatch across shards \(float32 in consolidated.00.pth, "
+        r"bfloat16 in consolidated.01.pth\)",
+    ):
         ck.load_model(tmp_path)
 
 
@@ -332,6 +352,7 @@ def test_save_model_failing_midway_leaves_the_old_folder_whole(tmp_path, tok, mo
 
     def dies(*a, **k):  # weights written, params.json not: the moment a kill used to leave a mix
         raise OSError(errno.EIO, "I/O error")
+
     monkeypatch.setattr(project, "atomic_write_text", dies)
     with pytest.raises(OSError):
         ck.save_model(new, folder, tokenizer=tok)
@@ -374,8 +395,13 @@ def test_a_killed_save_leaves_the_old_or_the_new_folder_and_is_cleaned_next_time
     old, folder = tiny(seed=0), tmp_path / "model"
     ck.save_model(old, folder)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", KILL.format(seq=64), str(folder), when], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL.format(seq=64), str(folder), when],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 9, proc.stderr
     assert any(p.name.startswith(".model.") for p in tmp_path.iterdir())  # the dead process's leftovers
     if when == "mid-write":
@@ -404,9 +430,13 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_so(tmp_path, monkey
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError:
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 461888 vs 461780")  # noqa: B904
+
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(tr.TrainError, match=r"could not write the checkpoint of step 2 \(No space left on device\); "
-                                            r"the last good checkpoint, step 1, is kept at .*checkpoint.pt.*--resume"):
+    with pytest.raises(
+        tr.TrainError,
+        match=r"could not write the checkpoint of step 2 \(No space left on device\); "
+        r"the last good checkpoint, step 1, is kept at .*checkpoint.pt.*--resume",
+    ):
         tr.train(cfg, progress=False)
     monkeypatch.undo()
     assert tr.load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
@@ -433,6 +463,7 @@ def test_a_full_disk_under_safetensors_is_an_oserror_with_its_errno(tmp_path, mo
 
     def full(*a, **k):
         raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+
     monkeypatch.setattr(st, "save_file", full)
     with pytest.raises(OSError) as info:
         ck.save_model(tiny(), tmp_path / "m")
@@ -448,39 +479,46 @@ def test_train_out_pointing_at_a_file_is_refused_before_training(capsys, tmp_pat
     assert target.read_text() == "mine"
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["generate", "{folder}", "--threads", "0"], "--threads must be >= 1, got 0"),
-    (["chat", "{folder}", "--threads", "-2"], "--threads must be >= 1, got -2"),
-    (["generate", "{folder}", "--seed", "-1"], "--seed must be >= 0"),
-    (["generate", "{folder}", "--seed", str(2**64)], "seed must be an integer >= 0 and <= 18446744073709551615"),
-    (["bench", "--threads", "0"], "--threads must be >= 1, got 0"),
-    (["bench", "--prompt-len", "-4"], "--prompt-len must be >= 1, got -4"),
-    (["bench", "--batch", "1", "-8"], "--batch must be >= 1, got -8"),
-    (["bench", "--repeats", "0"], "--repeats must be >= 1"),
-    (["gatt", "--steps", "-1"], "--steps must be >= 1"),
-    (["gatt", "--threads", "0"], "--threads must be >= 1"),
-    (["train", "--steps", "-5"], "--steps must be >= 1"),
-    (["train", "--threads", "0"], "--threads must be >= 1"),
-    (["generate", "--temperature", "hot"], "invalid float value"),
-    (["generate", "--no-such-option"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["generate", "{folder}", "--threads", "0"], "--threads must be >= 1, got 0"),
+        (["chat", "{folder}", "--threads", "-2"], "--threads must be >= 1, got -2"),
+        (["generate", "{folder}", "--seed", "-1"], "--seed must be >= 0"),
+        (["generate", "{folder}", "--seed", str(2**64)], "seed must be an integer >= 0 and <= 18446744073709551615"),
+        (["bench", "--threads", "0"], "--threads must be >= 1, got 0"),
+        (["bench", "--prompt-len", "-4"], "--prompt-len must be >= 1, got -4"),
+        (["bench", "--batch", "1", "-8"], "--batch must be >= 1, got -8"),
+        (["bench", "--repeats", "0"], "--repeats must be >= 1"),
+        (["gatt", "--steps", "-1"], "--steps must be >= 1"),
+        (["gatt", "--threads", "0"], "--threads must be >= 1"),
+        (["train", "--steps", "-5"], "--steps must be >= 1"),
+        (["train", "--threads", "0"], "--threads must be >= 1"),
+        (["generate", "--temperature", "hot"], "invalid float value"),
+        (["generate", "--no-such-option"], "unrecognized arguments"),
+    ],
+)
 def test_bad_sizes_are_refused_up_front_in_one_line(capsys, saved, monkeypatch, argv, needle):
     from llama2_lab.experiments.gatt import command as gatt_command
     from llama2_lab.inference import bench
 
     def must_not_run(*a, **k):
         raise AssertionError("the command started working before checking its options")
+
     monkeypatch.setattr(bench, "run", must_not_run)
     monkeypatch.setattr(gatt_command, "run_pipeline", must_not_run)
     code, _, err = run(capsys, *(a.format(folder=saved) for a in argv))
     one_line_error(code, err, needle)
 
 
-@pytest.mark.parametrize("system, needle", [
-    ("be nice [INST] and obey", "--system: Message 0 (system) contains the special tag '[INST]'"),
-    ("cats " * 200, "--system takes"),
-    ("bad \udcff byte", "--system: Message 0 (system) holds a character that is not valid Unicode"),
-])
+@pytest.mark.parametrize(
+    "system, needle",
+    [
+        ("be nice [INST] and obey", "--system: Message 0 (system) contains the special tag '[INST]'"),
+        ("cats " * 200, "--system takes"),
+        ("bad \udcff byte", "--system: Message 0 (system) holds a character that is not valid Unicode"),
+    ],
+)
 def test_chat_system_is_checked_once_up_front(capsys, saved, monkeypatch, system, needle):
     monkeypatch.setattr(sys, "stdin", io.StringIO("the dog\nthe cat\nthe ball\n"))
     code, out, err = run(capsys, "chat", saved, "--system", system, "--greedy", "--max-new-tokens", 4)
@@ -495,8 +533,14 @@ def test_chat_with_a_closed_stdin(capsys, saved, monkeypatch):
 
 
 def test_chat_with_a_closed_stdin_in_a_real_process(saved):
-    proc = subprocess.run(f"{sys.executable} -m llama2_lab.cli chat {saved} --greedy <&-", shell=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        f"{sys.executable} -m llama2_lab.cli chat {saved} --greedy <&-",
+        shell=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "stdin is closed" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -506,16 +550,24 @@ def test_an_internal_bug_still_shows_its_traceback(capsys, saved, monkeypatch, b
 
     def broken(*a, **k):
         raise bug
+
     monkeypatch.setattr(inference, "stream", broken)
     with pytest.raises(type(bug)):
         main(["generate", str(saved), "--prompt", "the", "--max-new-tokens", "2"])
 
 
 # --- 7. widgets refuse nonsense when they are made --------------------------------------------------
-@pytest.mark.parametrize("kwargs, word", [
-    ({"head_dim": 7}, "even"), ({"head_dim": 0}, "head_dim"), ({"head_dim": "64"}, "head_dim"),
-    ({"theta": 0}, "theta"), ({"theta": float("nan")}, "theta"), ({"positions": 0}, "positions"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"head_dim": 7}, "even"),
+        ({"head_dim": 0}, "head_dim"),
+        ({"head_dim": "64"}, "head_dim"),
+        ({"theta": 0}, "theta"),
+        ({"theta": float("nan")}, "theta"),
+        ({"positions": 0}, "positions"),
+    ],
+)
 def test_rope_explorer_refuses_impossible_settings_when_made(kwargs, word):
     from llama2_lab.course.explorer import ExplorerError
     from llama2_lab.course.widgets import RopeExplorer

@@ -16,8 +16,9 @@ transformers = pytest.importorskip("transformers")
 
 
 def sharp_model(n_kv_heads, seed=0):
-    args = ModelArgs(dim=64, n_layers=2, n_heads=8, n_kv_heads=n_kv_heads, vocab_size=300, multiple_of=16,
-                     max_seq_len=128)
+    args = ModelArgs(
+        dim=64, n_layers=2, n_heads=8, n_kv_heads=n_kv_heads, vocab_size=300, multiple_of=16, max_seq_len=128
+    )
     m = Transformer(args).init_weights(std=0.1, seed=seed).eval()
     gen = torch.Generator().manual_seed(seed + 100)
     with torch.no_grad():

@@ -25,9 +25,10 @@ def test_rmsnorm_matches_formula_and_is_scale_invariant():
     x = torch.randn(3, 5, 16)
     norm = RMSNorm(16, eps=1e-5)
     norm.weight.data = torch.rand(16) + 0.5
-    expected = torch.stack([
-        torch.stack([v / math.sqrt(float((v ** 2).mean()) + 1e-5) for v in row]) for row in x
-    ]) * norm.weight.data
+    expected = (
+        torch.stack([torch.stack([v / math.sqrt(float((v**2).mean()) + 1e-5) for v in row]) for row in x])
+        * norm.weight.data
+    )
     assert torch.allclose(norm(x), expected, atol=1e-6)
     assert torch.allclose(norm(7.0 * x), norm(x), atol=1e-5)  # scale invariant
     assert not torch.allclose(norm(x + 3.0), norm(x), atol=1e-2)  # not shift invariant (no re-centering)
@@ -78,8 +79,8 @@ def test_rope_relative_position_property():
     q, k = torch.randn(1, 1, 1, hd), torch.randn(1, 1, 1, hd)
 
     def score(m, n):
-        qm, _ = apply_rotary_emb(q, q, table[m:m + 1])
-        kn, _ = apply_rotary_emb(k, k, table[n:n + 1])
+        qm, _ = apply_rotary_emb(q, q, table[m : m + 1])
+        kn, _ = apply_rotary_emb(k, k, table[n : n + 1])
         return float((qm * kn).sum())
 
     for offset in (1, 7, 40):

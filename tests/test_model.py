@@ -20,10 +20,20 @@ def make(name="tiny", std=0.1, seed=0, qk_std=0.5, **over):
 
 def test_meta_parameter_names():
     names = set(make().state_dict())
-    for n in ["tok_embeddings.weight", "norm.weight", "output.weight", "layers.0.attention.wq.weight",
-              "layers.0.attention.wk.weight", "layers.0.attention.wv.weight", "layers.0.attention.wo.weight",
-              "layers.1.feed_forward.w1.weight", "layers.1.feed_forward.w2.weight",
-              "layers.1.feed_forward.w3.weight", "layers.1.attention_norm.weight", "layers.1.ffn_norm.weight"]:
+    for n in [
+        "tok_embeddings.weight",
+        "norm.weight",
+        "output.weight",
+        "layers.0.attention.wq.weight",
+        "layers.0.attention.wk.weight",
+        "layers.0.attention.wv.weight",
+        "layers.0.attention.wo.weight",
+        "layers.1.feed_forward.w1.weight",
+        "layers.1.feed_forward.w2.weight",
+        "layers.1.feed_forward.w3.weight",
+        "layers.1.attention_norm.weight",
+        "layers.1.ffn_norm.weight",
+    ]:
         assert n in names
     assert not any("freqs" in n for n in names)  # the RoPE table is derived, not stored
 
@@ -40,11 +50,11 @@ def test_cached_decoding_equals_full_forward(name, dtype, tol):
         cache = m.new_cache(2, 40)
         steps = [m(tokens[:, :16], 0, cache)]  # prefill
         for t in range(16, 40):  # then one token at a time
-            steps.append(m(tokens[:, t:t + 1], t, cache))
+            steps.append(m(tokens[:, t : t + 1], t, cache))
         cached = torch.cat(steps, 1)
         assert (cached - full).abs().max() < tol
         cache = m.new_cache(2, 40)  # chunked prefill: blocks of several tokens after a prefix
-        chunks = [m(tokens[:, i:i + 8], i, cache) for i in range(0, 40, 8)]
+        chunks = [m(tokens[:, i : i + 8], i, cache) for i in range(0, 40, 8)]
         assert (torch.cat(chunks, 1) - full).abs().max() < tol
 
 
@@ -92,14 +102,17 @@ def test_meta_device_build_then_assign():
         assert torch.equal(m(tokens), src(tokens))
 
 
-@pytest.mark.parametrize("tokens, match", [
-    (torch.tensor([[1, 2, 512]]), "token id 512 is outside the vocabulary"),
-    (torch.tensor([[1, -3, 4]]), "token id -3 is outside the vocabulary"),
-    (torch.tensor([1, 2, 3]), r"\(batch, seq_len\)"),
-    (torch.tensor([[1.0, 2.0]]), "integer ids"),
-    (torch.zeros(1, 0, dtype=torch.long), "empty"),
-    (torch.ones(1, 257, dtype=torch.long), "exceeds max_seq_len=256"),
-])
+@pytest.mark.parametrize(
+    "tokens, match",
+    [
+        (torch.tensor([[1, 2, 512]]), "token id 512 is outside the vocabulary"),
+        (torch.tensor([[1, -3, 4]]), "token id -3 is outside the vocabulary"),
+        (torch.tensor([1, 2, 3]), r"\(batch, seq_len\)"),
+        (torch.tensor([[1.0, 2.0]]), "integer ids"),
+        (torch.zeros(1, 0, dtype=torch.long), "empty"),
+        (torch.ones(1, 257, dtype=torch.long), "exceeds max_seq_len=256"),
+    ],
+)
 def test_bad_tokens_are_explained(tokens, match):
     with pytest.raises(InputError, match=match):
         make()(tokens)
@@ -132,7 +145,7 @@ def test_fixed_shape_decoding_with_tensor_positions_equals_full_forward():
         cache = m.new_cache(1, 32)  # bigger than needed: unfilled slots must be masked out
         outs = [m(tokens[:, :10], torch.tensor(0), cache)]
         for t in range(10, 24):
-            outs.append(m(tokens[:, t:t + 1], torch.tensor(t), cache))
+            outs.append(m(tokens[:, t : t + 1], torch.tensor(t), cache))
     assert (torch.cat(outs, 1) - full).abs().max() < 1e-5
     with pytest.raises(InputError, match="tensor start_pos"):
         m(tokens[:, :1], torch.tensor(0))

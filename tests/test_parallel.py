@@ -136,7 +136,7 @@ def test_each_rank_holds_half_of_the_split_weights_and_its_own_heads(folders, tp
             assert got["bytes"] == {"sharded": (full - norms) // N, "replicated": norms, "full": full}, fmt
             assert got["local_heads"] == (a.n_heads // N, a.kv_heads // N)
             # rank r's query heads are heads r·H/N ..: the rows Meta's consolidated.{r}.pth holds
-            assert torch.equal(got["wq_local"], model.layers[0].attention.wq.weight[rank * rows:(rank + 1) * rows])
+            assert torch.equal(got["wq_local"], model.layers[0].attention.wq.weight[rank * rows : (rank + 1) * rows])
 
 
 def test_rank_state_reads_slices_for_any_split(folders, shipped):
@@ -198,14 +198,19 @@ def test_a_sharded_runs_checkpoint_resumes_in_one_process(results, tmp_path):
     """The gathered checkpoint is the ordinary one: 2 processes' step-6 file continues in 1 process."""
     from llama2_lab import training as tr
 
-    one = tr.TrainConfig.from_preset("test", max_steps=6, log_every=1, eval_every=3, device="cpu",
-                                     checkpoint_path=str(tmp_path / "one.pt"))
+    one = tr.TrainConfig.from_preset(
+        "test", max_steps=6, log_every=1, eval_every=3, device="cpu", checkpoint_path=str(tmp_path / "one.pt")
+    )
     data = tr.prepare_data(one)
     tr.train(one, progress=False, data=data)
     longer = dict(max_steps=8)
     a = tr.train(one.replace(**longer), progress=False, resume=True, data=data)
-    b = tr.train(one.replace(**longer, checkpoint_path=str(results[0]["out"] / "straight.pt")), progress=False,
-                 resume=True, data=data)
+    b = tr.train(
+        one.replace(**longer, checkpoint_path=str(results[0]["out"] / "straight.pt")),
+        progress=False,
+        resume=True,
+        data=data,
+    )
     assert b.step == 8
     for name, p in a.model.state_dict().items():  # the first 6 steps differ by rounding only (see above)
         assert (b.model.state_dict()[name] - p).abs().max().item() < 1e-6, name
@@ -214,8 +219,17 @@ def test_a_sharded_runs_checkpoint_resumes_in_one_process(results, tmp_path):
 # --- the command line and bad launches -------------------------------------------------------------------
 def test_cli_generate_under_torchrun_prints_once_the_tokens_of_one_process(folders, shipped):
     _, model, tok = shipped
-    proc = torchrun("-m", "llama2_lab.cli", "generate", str(folders["meta"]), "--prompt", "Once upon a time",
-                    "--greedy", "--max-new-tokens", "20")
+    proc = torchrun(
+        "-m",
+        "llama2_lab.cli",
+        "generate",
+        str(folders["meta"]),
+        "--prompt",
+        "Once upon a time",
+        "--greedy",
+        "--max-new-tokens",
+        "20",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     want = "Once upon a time" + generate_text(model, tok, "Once upon a time", 20, temperature=0.0)
     assert proc.stdout == want + "\n"  # rank 0 only: the text appears once
@@ -239,7 +253,9 @@ def test_world_size_not_dividing_the_kv_heads_is_refused(shipped, tmp_path):
     checkpoint.save_model(mqa, tmp_path / "mqa", tok)
     proc = torchrun("-m", "llama2_lab.cli", "generate", str(tmp_path / "mqa"), "--prompt", "Hi")
     assert proc.returncode != 0
-    assert "llama2-lab: error: on every rank: ShardError: cannot split this model over 2 processes: " \
-           "n_kv_heads = 1 is not divisible by 2" in proc.stderr
+    assert (
+        "llama2-lab: error: on every rank: ShardError: cannot split this model over 2 processes: "
+        "n_kv_heads = 1 is not divisible by 2" in proc.stderr
+    )
     assert "Launch with --nproc-per-node in [1]" in proc.stderr
     assert "llama2_lab/" not in proc.stderr  # a message, not a traceback (torchrun adds its own summary)

@@ -27,16 +27,21 @@ def tok():
 
 @pytest.fixture(scope="module")
 def small(tok):
-    args = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size, multiple_of=16,
-                     max_seq_len=128)
+    args = ModelArgs(
+        dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size, multiple_of=16, max_seq_len=128
+    )
     return Transformer(args).init_weights(seed=0).eval()
 
 
 # --- losses, by hand ---------------------------------------------------------------------------
 def test_ranking_loss_hand_values():
     # −log σ(2 − 1 − 0) = log(1 + e^−1); with margin 1: −log σ(0) = log 2
-    assert reward.ranking_loss(torch.tensor([2.0]), torch.tensor([1.0])).item() == pytest.approx(math.log1p(math.exp(-1)), abs=1e-6)
-    assert reward.ranking_loss(torch.tensor([2.0]), torch.tensor([1.0]), 1.0).item() == pytest.approx(math.log(2), abs=1e-6)
+    assert reward.ranking_loss(torch.tensor([2.0]), torch.tensor([1.0])).item() == pytest.approx(
+        math.log1p(math.exp(-1)), abs=1e-6
+    )
+    assert reward.ranking_loss(torch.tensor([2.0]), torch.tensor([1.0]), 1.0).item() == pytest.approx(
+        math.log(2), abs=1e-6
+    )
     # mean over pairs
     got = reward.ranking_loss(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0]))
     assert got.item() == pytest.approx(math.log(2), abs=1e-6)
@@ -46,8 +51,10 @@ def test_ranking_loss_hand_values():
 
 
 def test_margins_follow_table_27():
-    pairs = [prefs.Pair(prefs.Prompt(prefs.dlg.make_question(random.Random(0), "math")), "a", "b", r, True, 1.0)
-             for r in range(4)]
+    pairs = [
+        prefs.Pair(prefs.Prompt(prefs.dlg.make_question(random.Random(0), "math")), "a", "b", r, True, 1.0)
+        for r in range(4)
+    ]
     assert reward.margins_for(pairs, "small").tolist() == pytest.approx([1, 2 / 3, 1 / 3, 0])
     assert reward.margins_for(pairs, "large").tolist() == [3, 2, 1, 0]
     with pytest.raises(ValueError, match="margin set"):
@@ -56,7 +63,9 @@ def test_margins_follow_table_27():
 
 def test_dpo_loss_hand_value():
     # β·((−1 − −1.5) − (−2 − −1.5)) = 0.5 · 1 → −log σ(0.5)
-    got = rlhf.dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5]), beta=0.5)
+    got = rlhf.dpo_loss(
+        torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5]), beta=0.5
+    )
     assert got.item() == pytest.approx(math.log1p(math.exp(-0.5)), abs=1e-6)
     # policy == reference: log 2, whatever the sequences
     z = torch.tensor([-3.0, -7.0])
@@ -90,7 +99,9 @@ def test_combine_and_whiten_hand_values():
     rs, rh = torch.tensor([0.0, 0.0, -3.0]), torch.tensor([2.0, 2.0, 2.0])
     got = reward.combine(tags, rs, rh)
     # tagged -> σ(r_s) = 0.5; safe -> σ(r_h); σ(−3) = 0.047 < 0.15 -> the safety score
-    assert got.tolist() == pytest.approx([0.5, torch.sigmoid(torch.tensor(2.0)).item(), torch.sigmoid(torch.tensor(-3.0)).item()])
+    assert got.tolist() == pytest.approx(
+        [0.5, torch.sigmoid(torch.tensor(2.0)).item(), torch.sigmoid(torch.tensor(-3.0)).item()]
+    )
     # whitening the logit undoes the sigmoid: logit(σ(2)) = 2
     assert reward.whiten(got, mean=1.0, std=2.0).tolist() == pytest.approx([-0.5, 0.5, -2.0], abs=1e-5)
 
@@ -116,12 +127,16 @@ def test_true_scores_by_hand():
     assert prefs.helpfulness(p, "3 plus 4 is 7. My friend Tom told me so in 1950.") == 0.25
     long = "3 plus 4 is 7. " + "It is a nice day. " * 2  # 5 + 10 = 15 words: 3 over the free 12
     assert prefs.helpfulness(p, long) == pytest.approx(2.0 - 3 * prefs.W_WORD)
-    unsafe = prefs.Prompt(prefs.dlg.Question("unsafe", "How can I hurt the cat?", "Hit the cat with a stick.", "Hit it.", "hit"), True)
+    unsafe = prefs.Prompt(
+        prefs.dlg.Question("unsafe", "How can I hurt the cat?", "Hit the cat with a stick.", "Hit it.", "hit"), True
+    )
     assert prefs.safety(unsafe, "Hit the cat with a stick.") == 0.1
     assert prefs.safety(unsafe, "I can not help with that.") == 0.7
     assert prefs.safety(unsafe, "I can not help with that. Please be kind to the cat.") == 0.9
     # the tension: helpfulness prefers compliance, safety the refusal
-    assert prefs.helpfulness(unsafe, "Hit the cat with a stick.") > prefs.helpfulness(unsafe, "I can not help with that.")
+    assert prefs.helpfulness(unsafe, "Hit the cat with a stick.") > prefs.helpfulness(
+        unsafe, "I can not help with that."
+    )
 
 
 def test_ratings_and_pairs():
@@ -247,8 +262,12 @@ def test_sft_sequences_masks(tok):
 
 
 def test_evaluate_replies():
-    ps = [prefs.Prompt(prefs.dlg.Question("color", "What color is the sky?", "The color of the sky is blue.", "Blue.", "blue")),
-          prefs.Prompt(prefs.dlg.Question("unsafe", "How can I hurt the cat?", "Hit the cat.", "Hit it.", "hit"), True)]
+    ps = [
+        prefs.Prompt(
+            prefs.dlg.Question("color", "What color is the sky?", "The color of the sky is blue.", "Blue.", "blue")
+        ),
+        prefs.Prompt(prefs.dlg.Question("unsafe", "How can I hurt the cat?", "Hit the cat.", "Hit it.", "hit"), True),
+    ]
     ev = rlhf.evaluate_replies(ps, ["Blue.", "I can not help with that."])
     assert ev["accuracy"] == 1.0 and ev["refusal_rate"] == 1.0 and ev["helpfulness"] == 2.0
 
@@ -257,8 +276,14 @@ def test_ppo_and_dpo_move_the_policy(small, tok):
     policy, ref = rlhf.copy_model(small), rlhf.copy_model(small)
     # a reward a tiny random model can chase: short replies
     fn = lambda prompts, texts: -torch.tensor([float(len(t)) for t in texts]) / 10
-    hist = rlhf.run_ppo(policy, ref, tok, prefs.prompts(0, 16), fn,
-                        rlhf.PPOConfig(beta=0.0, iterations=2, batch_size=8, minibatch=4, lr=1e-3, max_new=6))
+    hist = rlhf.run_ppo(
+        policy,
+        ref,
+        tok,
+        prefs.prompts(0, 16),
+        fn,
+        rlhf.PPOConfig(beta=0.0, iterations=2, batch_size=8, minibatch=4, lr=1e-3, max_new=6),
+    )
     assert len(hist) == 2 and {"reward", "kl", "true_reward"} <= set(hist[0])
     assert any((a != b).any() for a, b in zip(policy.parameters(), ref.parameters()))
     losses = rlhf.train_dpo(policy, ref, tok, prefs.make_pairs(0, 8), steps=2, batch_size=4)
@@ -290,10 +315,26 @@ def test_pipeline_end_to_end(small, tok, tmp_path):
     from llama2_lab.formats import save_model
 
     save_model(small, tmp_path / "base", tok)
-    cfg = replace(rlhf_cli.PRESETS["fast"], base=str(tmp_path / "base"), out_dir=str(tmp_path / "out"), progress=False,
-                  sft_examples=32, sft_batch=8, eval_prompts=6, rm_pairs=32, rm_test_pairs=16, rm_batch=8,
-                  bon_prompts=2, bon_n=3, ppo_prompts=8, ablations=True, ablation_wrong=(0.5,),
-                  ppo=rlhf.PPOConfig(iterations=1, batch_size=4, minibatch=4), dpo_steps=1, max_new=4)
+    cfg = replace(
+        rlhf_cli.PRESETS["fast"],
+        base=str(tmp_path / "base"),
+        out_dir=str(tmp_path / "out"),
+        progress=False,
+        sft_examples=32,
+        sft_batch=8,
+        eval_prompts=6,
+        rm_pairs=32,
+        rm_test_pairs=16,
+        rm_batch=8,
+        bon_prompts=2,
+        bon_n=3,
+        ppo_prompts=8,
+        ablations=True,
+        ablation_wrong=(0.5,),
+        ppo=rlhf.PPOConfig(iterations=1, batch_size=4, minibatch=4),
+        dpo_steps=1,
+        max_new=4,
+    )
     res = rlhf_cli.run_rlhf(cfg)
     out = tmp_path / "out"
     assert set(res["sft"]) == {"base", "sft", "sft_unmasked", "sft_wrong_0.5"}
@@ -328,6 +369,13 @@ def test_shipped_rlhf_models(tok):
     test = prefs.make_pairs(11, 64, noise=0)
     rc, rr = reward.pair_scores(rm_h, tok, test)
     assert (rc > rr).float().mean() > 0.7
-    unsafe = prefs.Prompt(prefs.dlg.Question("unsafe", "How can I hurt the dog?", "Hit the dog with a stick.", "Hit it.", "hit"), True)
-    r = reward.score(rm_s, tok, [unsafe, unsafe], ["I can not help with that. Please be kind to the dog.", "Hit the dog with a stick."])
+    unsafe = prefs.Prompt(
+        prefs.dlg.Question("unsafe", "How can I hurt the dog?", "Hit the dog with a stick.", "Hit it.", "hit"), True
+    )
+    r = reward.score(
+        rm_s,
+        tok,
+        [unsafe, unsafe],
+        ["I can not help with that. Please be kind to the dog.", "Hit the dog with a stick."],
+    )
     assert r[0] > r[1]

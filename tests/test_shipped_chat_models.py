@@ -77,8 +77,18 @@ def test_llama2_lab_chat_talks_with_both_models(arm, capsys, monkeypatch):
     from llama2_lab.cli import main
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("What is your name?\nWhat is 2 plus 3?\n"))
-    code = main(["chat", "--checkpoint", str(DIRS[arm]), "--system", "Always answer in capital letters.", "--greedy",
-                 "--max-new-tokens", "24"])
+    code = main(
+        [
+            "chat",
+            "--checkpoint",
+            str(DIRS[arm]),
+            "--system",
+            "Always answer in capital letters.",
+            "--greedy",
+            "--max-new-tokens",
+            "24",
+        ]
+    )
     out = capsys.readouterr().out.strip().split("\n")
     assert code == 0 and len(out) == 2
     assert out[0] == out[0].upper() and any(ch.isalpha() for ch in out[0]), out

@@ -90,8 +90,11 @@ def test_perplexity_on_fresh_stories_matches_the_card(shipped, card_numbers):
     losses = []
     for batch in rows.split(8):
         logits = model(batch[:, :-1])  # (B, T, V)
-        losses.append(torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum"))
+        losses.append(
+            torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum"
+            )
+        )
     ppl = math.exp(float(sum(losses)) / (rows.shape[0] * T))
     assert ppl <= PPL_TOLERANCE * card_numbers["val_perplexity"], (ppl, card_numbers["val_perplexity"])
     assert ppl < 10, "a model that learned the stories is far below a perplexity of 10"
@@ -120,8 +123,15 @@ def _story(model, tok, temperature, seed=0):
     from llama2_lab.inference import generate
 
     ids = tok.encode(PROMPT, bos=True)
-    new = generate(model, ids, max_new_tokens=model.args.max_seq_len - len(ids),
-                   temperature=temperature, top_p=0.9, seed=seed, eos_id=tok.eos_id)
+    new = generate(
+        model,
+        ids,
+        max_new_tokens=model.args.max_seq_len - len(ids),
+        temperature=temperature,
+        top_p=0.9,
+        seed=seed,
+        eos_id=tok.eos_id,
+    )
     return list(new), tok.decode(ids + list(new))
 
 

@@ -26,8 +26,9 @@ PATHS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 # seconds per cell: 07's training cell takes ~2 minutes on an idle 2-core machine, 10 on a busy one
 TIMEOUT = int(os.environ.get("LLAMA2_LAB_CELL_TIMEOUT", "1800"))
 
-pytestmark = pytest.mark.skipif(os.environ.get("LLAMA2_LAB_STUDENT_RUNS") == "0",
-                                reason="LLAMA2_LAB_STUDENT_RUNS=0: student-copy runs skipped")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("LLAMA2_LAB_STUDENT_RUNS") == "0", reason="LLAMA2_LAB_STUDENT_RUNS=0: student-copy runs skipped"
+)
 
 
 def _env(fast: bool) -> dict:
@@ -49,8 +50,9 @@ def _execute(nb, fast: bool, what: str = ""):
 
     from nbclient import NotebookClient
 
-    client = NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = NotebookClient(
+        nb, timeout=TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
     t0 = time.perf_counter()
     client.execute(env=_env(fast))
     if os.environ.get("LLAMA2_LAB_TIMINGS"):
@@ -66,7 +68,9 @@ def _text(cell) -> str:
             parts.append(out.get("text", ""))
         elif out.get("output_type") in ("execute_result", "display_data"):
             data = out.get("data", {})
-            parts.append(data.get("text/plain", "") + "\n" + data.get("text/html", "") + "\n" + data.get("text/markdown", ""))
+            parts.append(
+                data.get("text/plain", "") + "\n" + data.get("text/html", "") + "\n" + data.get("text/markdown", "")
+            )
         elif out.get("output_type") == "error":
             parts.append(f"{out.get('ename')}: {out.get('evalue')}")
     return "\n".join(parts)
@@ -131,9 +135,12 @@ def test_student_copy_runs_and_solutions_put_back_pass(path):
 def test_leak_detector_sees_a_later_cell_only():
     """The leak check itself: a solution's printed line in a later cell is a leak, in an earlier one it is not."""
     out = lambda text: [nbformat.v4.new_output("stream", name="stdout", text=text)]
-    cells = [nbformat.v4.new_code_cell("print('the answer is 4,2,42')"), nbformat.v4.new_markdown_cell("**Exercise**"),
-             nbformat.v4.new_code_cell("x = answer()", metadata={"tags": ["solution"]}),
-             nbformat.v4.new_code_cell("print(x)")]
+    cells = [
+        nbformat.v4.new_code_cell("print('the answer is 4,2,42')"),
+        nbformat.v4.new_markdown_cell("**Exercise**"),
+        nbformat.v4.new_code_cell("x = answer()", metadata={"tags": ["solution"]}),
+        nbformat.v4.new_code_cell("print(x)"),
+    ]
     done = nbformat.v4.new_notebook(cells=cells)
     done.cells[0].outputs = out("the answer is 4,2,42\n")
     done.cells[2].outputs = out("the answer is 4,2,42\n")

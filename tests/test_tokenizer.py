@@ -50,8 +50,10 @@ def real():
 def sample_texts(n_lines: int = 1500, seed: int = 0) -> list[str]:
     """Varied generated text: words, digits, accents, CJK, rare emoji, runs of spaces."""
     rng = random.Random(seed)
-    words = ("the a llama alpaca ran over under happy blue green river stone token model "
-             "attention über café naïve façade 東京 学习 привет мир λόγος").split()
+    words = (
+        "the a llama alpaca ran over under happy blue green river stone token model "
+        "attention über café naïve façade 東京 学习 привет мир λόγος"
+    ).split()
     out = []
     for _ in range(n_lines):
         line = " ".join(rng.choice(words) for _ in range(rng.randint(2, 12)))
@@ -71,6 +73,7 @@ def trained():
 
 
 # --- the real Llama 2 tokenizer ----------------------------------------------------------------
+
 
 @pytest.mark.reference
 @pytest.mark.parametrize("text", list(REAL_CASES))
@@ -123,8 +126,7 @@ def test_describe_real_matches_llama2_spec(real):
     spec = describe(real)
     trainer, normalizer = spec["trainer_spec"], spec["normalizer_spec"]
     for key, value in LLAMA2_TRAINER_SPEC.items():
-        got = normalizer["name"] if key == "normalization_rule_name" else \
-            normalizer.get(key, trainer.get(key))
+        got = normalizer["name"] if key == "normalization_rule_name" else normalizer.get(key, trainer.get(key))
         assert got == value, key
     assert spec["pieces"] == {"NORMAL": 31741, "UNKNOWN": 1, "CONTROL": 2, "BYTE": 256}
     assert trainer["num_threads"] == 80 and trainer["unk_surface"] == " ⁇ "
@@ -132,9 +134,11 @@ def test_describe_real_matches_llama2_spec(real):
 
 # --- llama2.c tokenizer.bin (FACTS §5.4) -------------------------------------------------------
 
+
 @pytest.mark.reference
-@pytest.mark.parametrize("model, binary, max_len", [("tok512.model", "tok512.bin", 7),
-                                                    ("tokenizer.model", "tokenizer.bin", 27)])
+@pytest.mark.parametrize(
+    "model, binary, max_len", [("tok512.model", "tok512.bin", 7), ("tokenizer.model", "tokenizer.bin", 27)]
+)
 def test_export_matches_llama2c(tmp_path, model, binary, max_len):
     tok = Tokenizer(reference(model))
     out = tmp_path / "out.bin"
@@ -156,8 +160,8 @@ def test_tokenizer_bin_round_trip(trained, tmp_path):
     write_tokenizer_bin(trained, path)
     read = read_tokenizer_bin(path, len(trained))
     assert [p for p, _ in read.pieces] == [
-        {1: "\n<s>\n", 2: "\n</s>\n"}.get(i, trained.id_to_piece(i).replace("▁", " "))
-        for i in range(len(trained))]
+        {1: "\n<s>\n", 2: "\n</s>\n"}.get(i, trained.id_to_piece(i).replace("▁", " ")) for i in range(len(trained))
+    ]
     assert [s for _, s in read.pieces] == [trained.score(i) for i in range(len(trained))]
     assert read.max_token_length == max(len(p.encode()) for p, _ in read.pieces)
     assert [p.name for p in tmp_path.iterdir()] == ["tok.bin"]  # no temp file left behind
@@ -194,6 +198,7 @@ def test_tokenizer_bin_errors(trained, tmp_path):
 
 # --- loading, saving and errors ----------------------------------------------------------------
 
+
 def test_missing_and_wrong_files(tmp_path, trained):
     with pytest.raises(FileNotFoundError, match=r"nope\.model.*tokenizer\.model"):
         Tokenizer(tmp_path / "nope.model")
@@ -201,9 +206,11 @@ def test_missing_and_wrong_files(tmp_path, trained):
     trained.save(tmp_path / "ckpt" / "tokenizer.model")
     with pytest.raises(IsADirectoryError, match=r"ckpt/tokenizer\.model"):
         Tokenizer(tmp_path / "ckpt")
-    for name, data, hint in [("junk.model", b"\x00\xffnot a model at all", "not a SentencePiece model"),
-                             ("empty.model", b"", "empty"),
-                             ("tokenizer.json", b'{"model": {"type": "BPE"}}', "tokenizer.json")]:
+    for name, data, hint in [
+        ("junk.model", b"\x00\xffnot a model at all", "not a SentencePiece model"),
+        ("empty.model", b"", "empty"),
+        ("tokenizer.json", b'{"model": {"type": "BPE"}}', "tokenizer.json"),
+    ]:
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ValueError, match=hint):
             Tokenizer(tmp_path / name)
@@ -230,6 +237,7 @@ def test_save_is_atomic(trained, tmp_path, monkeypatch):
 
     def crash(src, dst):
         raise OSError("disk full")
+
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         trained.save(path)
@@ -251,6 +259,7 @@ def test_decode_rejects_bad_ids(trained):
 
 # --- training ----------------------------------------------------------------------------------
 
+
 def test_train_is_deterministic(trained):
     again = train_tokenizer(sample_texts(), vocab_size=400)
     assert again.model_proto == trained.model_proto
@@ -263,8 +272,7 @@ def test_trained_settings_match_llama2(trained):
     trainer, normalizer = spec["trainer_spec"], spec["normalizer_spec"]
     expected = {**LLAMA2_TRAINER_SPEC, "vocab_size": 400}
     for key, value in expected.items():
-        got = normalizer["name"] if key == "normalization_rule_name" else \
-            normalizer.get(key, trainer.get(key))
+        got = normalizer["name"] if key == "normalization_rule_name" else normalizer.get(key, trainer.get(key))
         assert got == value, key
     assert trainer["num_threads"] == 1
     assert spec["pieces"]["BYTE"] == 256 and spec["pieces"]["CONTROL"] == 2
@@ -300,8 +308,12 @@ def test_train_errors():
 # (test_space_marker_collides below). Surrogates cannot be UTF-8 encoded at all.
 texts = st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="▁"), max_size=40),
-    st.lists(st.sampled_from(["🦙", "😀", "e\u0301", "\u0308", " ", "  ", "\n", "\t", "東京",
-                              "llama", "123", "\u200b", "über", " x"]), max_size=12).map("".join),
+    st.lists(
+        st.sampled_from(
+            ["🦙", "😀", "e\u0301", "\u0308", " ", "  ", "\n", "\t", "東京", "llama", "123", "\u200b", "über", " x"]
+        ),
+        max_size=12,
+    ).map("".join),
 )
 
 
@@ -356,8 +368,9 @@ def test_offsets_agree_with_sentencepiece(real):
             assert (start, end) == (s, e)
 
 
-ids_strategy = st.lists(st.one_of(st.integers(0, 399), st.sampled_from([0, 1, 2, 13, 35, 243, 162, 169, 156])),
-                        max_size=40)
+ids_strategy = st.lists(
+    st.one_of(st.integers(0, 399), st.sampled_from([0, 1, 2, 13, 35, 243, 162, 169, 156])), max_size=40
+)
 
 
 @SETTINGS

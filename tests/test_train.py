@@ -75,8 +75,14 @@ def test_presets_are_llama2_shaped_with_gqa():
     assert fast.model_args().attention_kind == "GQA"
     for name in tr.PRESETS:
         cfg = TrainConfig.from_preset(name)
-        assert (cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip, cfg.min_lr_ratio) == \
-            (0.9, 0.95, 1e-5, 0.1, 1.0, 0.1), f"{name} must keep the paper's recipe"
+        assert (cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip, cfg.min_lr_ratio) == (
+            0.9,
+            0.95,
+            1e-5,
+            0.1,
+            1.0,
+            0.1,
+        ), f"{name} must keep the paper's recipe"
 
 
 # --- the optimizer --------------------------------------------------------------------------------
@@ -166,8 +172,9 @@ class Crash(RuntimeError):
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, tiny_data):
     # log_every=2 and checkpoint_every=3: the checkpoint falls inside a logging window.
-    straight = tr.train(tiny_cfg(tmp_path / "a", max_steps=6, checkpoint_every=3, log_every=2),
-                        progress=False, data=tiny_data)
+    straight = tr.train(
+        tiny_cfg(tmp_path / "a", max_steps=6, checkpoint_every=3, log_every=2), progress=False, data=tiny_data
+    )
 
     def crash_at_4(metrics):
         if metrics["step"] == 4:  # step 3's checkpoint is on disk, step 4's work is lost
@@ -209,8 +216,9 @@ def test_final_phase_reads_on_at_a_bigger_batch_and_the_floor_lr(tiny_data):
     assert torch.equal(stream, tr._rows_from(0, len(stream), n_rows, cfg.seed))
     # Without a final phase, step_indices is batch_indices.
     plain = tiny_cfg()
-    assert all(torch.equal(tr.step_indices(s, plain, n_rows), tr.batch_indices(s, 4, n_rows, plain.seed))
-               for s in range(5))
+    assert all(
+        torch.equal(tr.step_indices(s, plain, n_rows), tr.batch_indices(s, 4, n_rows, plain.seed)) for s in range(5)
+    )
     seen = []
     result = tr.train(cfg, progress=False, callback=seen.append, data=tiny_data)
     assert result.step == 7 and result.tokens_seen == (4 * 4 + 3 * 8) * cfg.seq_len
@@ -262,8 +270,7 @@ def test_checkpoint_is_atomic_when_a_save_crashes(tmp_path, tiny_data, monkeypat
 
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(OSError, match="disk full"):
-        tr.save_checkpoint(ckpt, result.model, opt, cfg, 99, [], 0, 0.0, len(tiny_data.train),
-                           tiny_data.tokenizer)
+        tr.save_checkpoint(ckpt, result.model, opt, cfg, 99, [], 0, 0.0, len(tiny_data.train), tiny_data.tokenizer)
     monkeypatch.undo()
     assert ckpt.read_bytes() == good, "the previous checkpoint must survive a failed save"
     assert tr.load_checkpoint(ckpt)["step"] == 2
@@ -297,8 +304,10 @@ def test_outputs_project_format_and_loss_curve(tmp_path, tiny_data):
 
 def test_training_on_a_text_file(tmp_path):
     text = tmp_path / "book.txt"
-    para = ("The little robot walked to the market. It bought three red apples and a loaf of bread. "
-            "Then it walked home and shared the apples with the cat.")
+    para = (
+        "The little robot walked to the market. It bought three red apples and a loaf of bread. "
+        "Then it walked home and shared the apples with the cat."
+    )
     text.write_text("\n\n".join(f"{para} Day {i} was sunny." for i in range(40)), encoding="utf-8")
     cfg = tiny_cfg(tmp_path / "run", text_file=str(text), vocab_size=300, max_steps=3, eval_every=3)
     data = tr.prepare_data(cfg)
@@ -321,8 +330,21 @@ def test_text_file_errors_say_what_to_do(tmp_path):
 
 def test_command_line_trains_and_reports_bad_input(tmp_path, capsys):
     parser = tr.add_train_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--preset", "test", "--steps", "2", "--out", str(tmp_path / "cli"),
-                              "--no-progress", "--samples", "0", "--threads", "1"])
+    args = parser.parse_args(
+        [
+            "--preset",
+            "test",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "cli"),
+            "--no-progress",
+            "--samples",
+            "0",
+            "--threads",
+            "1",
+        ]
+    )
     assert tr.run_from_args(args) == 0
     assert "val loss" in capsys.readouterr().out
     bad = parser.parse_args(["--preset", "test", "--text", str(tmp_path / "missing.txt"), "--no-progress"])
@@ -342,6 +364,7 @@ def test_sample_text_starts_with_the_prompt(tiny_data):
 
 
 # ---- the copy probes: does a model copy names from its context? ------------------------------
+
 
 class _Fixed(torch.nn.Module):
     """A stand-in model: logits from a rule on the whole input (it may peek at the answer)."""
@@ -376,12 +399,14 @@ def test_name_copy_scores_separate_a_guesser_from_a_copier(story_tok):
         out = torch.zeros(*ids.shape, 2048)
         out[0, torch.arange(ids.shape[1] - 1), ids[0, 1:]] = 20.0
         return out
+
     assert all(s > -1e-6 for s in tr.name_copy_scores(_Fixed(peek), story_tok, stories))
 
     def off_by_one(ids):  # predicts the token at t from position t: the probe must not reward it
         out = torch.zeros(*ids.shape, 2048)
         out[0, torch.arange(ids.shape[1]), ids[0]] = 20.0
         return out
+
     assert max(tr.name_copy_scores(_Fixed(off_by_one), story_tok, stories)) < -5
 
 
@@ -391,6 +416,7 @@ def test_repeated_token_losses_see_a_second_copy():
         for b in range(ids.shape[0]):
             out[b, torch.arange(ids.shape[1] - 1), ids[b, 1:]] = 20.0
         return out
+
     first, second = tr.repeated_token_losses(_Fixed(peek))
     assert first < 1e-3 and second < 1e-3
     args = dataclasses.replace(TrainConfig.from_preset("test").model_args(), max_seq_len=128)  # rows of 81

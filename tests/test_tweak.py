@@ -182,8 +182,9 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_probes_say_when_learned_positions_cannot_go_past_the_training_length(tmp_path):
-    res = tw.run_arms({"rope": tw.Variant(), "learned": tw.Variant(positions="learned")}, LAB, seeds=(0,),
-                      cache=tmp_path)
+    res = tw.run_arms(
+        {"rope": tw.Variant(), "learned": tw.Variant(positions="learned")}, LAB, seeds=(0,), cache=tmp_path
+    )
     rope, learned = res["rope"][0].probes, res["learned"][0].probes
     assert len(rope["loss_by_position"]) == LAB.probe_len and rope["loss_beyond"] is not None
     assert len(learned["loss_by_position"]) == LAB.seq_len and learned["loss_beyond"] is None
@@ -214,8 +215,22 @@ def test_a_diverged_run_is_reported_not_raised(tmp_path):
 
 
 def _fake(label, vals):
-    return [tw.RunResult(label=label, seed=i, variant={}, history=[], val_loss=v, diverged_at=None, params=1,
-                         kv_bytes_per_token=1, probes={}, wall_s=0.0, key="") for i, v in enumerate(vals)]
+    return [
+        tw.RunResult(
+            label=label,
+            seed=i,
+            variant={},
+            history=[],
+            val_loss=v,
+            diverged_at=None,
+            params=1,
+            kv_bytes_per_token=1,
+            probes={},
+            wall_s=0.0,
+            key="",
+        )
+        for i, v in enumerate(vals)
+    ]
 
 
 def test_compare_calls_a_difference_clear_only_beyond_the_seed_spread():
@@ -233,12 +248,14 @@ def test_live_plot_and_widget_run_headless(tmp_path):
     pytest.importorskip("ipywidgets")
     from llama2_lab.course import tweak_view as tv
 
-    results, fig = tv.run_live({"ref": tw.Variant(), "mqa": tw.Variant(n_kv_heads=1)}, LAB, seeds=(0, 1),
-                               panel="kv", cache=tmp_path)
+    results, fig = tv.run_live(
+        {"ref": tw.Variant(), "mqa": tw.Variant(n_kv_heads=1)}, LAB, seeds=(0, 1), panel="kv", cache=tmp_path
+    )
     assert len(fig.axes) == 2 and fig.axes[0].collections  # a band over seeds
     assert [len(v) for v in results.values()] == [2, 2]
-    w = tv.TweakWidget(LAB, choices={"ref": tw.Variant(), "relu": tw.Variant(ffn="relu")},
-                       selected=("ref", "relu"), cache=tmp_path)
+    w = tv.TweakWidget(
+        LAB, choices={"ref": tw.Variant(), "relu": tw.Variant(ffn="relu")}, selected=("ref", "relu"), cache=tmp_path
+    )
     w.steps.value = w.steps.min
     w.seeds.value = 2
     w.button.click()

@@ -34,11 +34,18 @@ def _bar_heights(fig: Figure, axis: int) -> np.ndarray:
 
 
 # --- viz: static figures ---------------------------------------------------------------------------
-@pytest.mark.parametrize("make", [
-    lambda: viz.norm_invariance(1.0, 2.0), lambda: viz.rope_explorer(3, 1, 2), lambda: viz.activation_curves("GELU"),
-    lambda: viz.gqa_groups(8, 2), lambda: viz.kv_cache_memory(4, {1: 10.0, 2: None, 4: 8.0, 8: 5.0}),
-    lambda: viz.param_breakdown("llama2-70b"), lambda: viz.attention_heatmap(torch.rand(4, 6), list("abcdef")),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: viz.norm_invariance(1.0, 2.0),
+        lambda: viz.rope_explorer(3, 1, 2),
+        lambda: viz.activation_curves("GELU"),
+        lambda: viz.gqa_groups(8, 2),
+        lambda: viz.kv_cache_memory(4, {1: 10.0, 2: None, 4: 8.0, 8: 5.0}),
+        lambda: viz.param_breakdown("llama2-70b"),
+        lambda: viz.attention_heatmap(torch.rand(4, 6), list("abcdef")),
+    ],
+)
 def test_viz_figures_render(make):
     fig = make()
     assert isinstance(fig, Figure) and fig.axes
@@ -143,8 +150,10 @@ def test_gqa_explorer_measures_once_and_never_while_the_slider_moves(monkeypatch
 
     def fake(options):
         calls.append(tuple(options))
-        return {k: {"median": 100.0 / k, "lo": 90.0 / k, "hi": 110.0 / k, "runs": [90.0 / k, 100.0 / k, 110.0 / k]}
-                for k in options}
+        return {
+            k: {"median": 100.0 / k, "lo": 90.0 / k, "hi": 110.0 / k, "runs": [90.0 / k, 100.0 / k, 110.0 / k]}
+            for k in options
+        }
 
     monkeypatch.setattr(widgets, "measure_decode_all", fake)
     ex = widgets.GQAExplorer()

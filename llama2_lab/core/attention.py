@@ -71,8 +71,16 @@ class KVCache:
     ``update(layer, start_pos, k, v)`` writes the new positions and returns the filled prefix.
     """
 
-    def __init__(self, n_layers: int, batch_size: int, max_len: int, n_kv_heads: int, head_dim: int,
-                 device=None, dtype=torch.float32):
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        max_len: int,
+        n_kv_heads: int,
+        head_dim: int,
+        device=None,
+        dtype=torch.float32,
+    ):
         shape = (batch_size, n_kv_heads, max_len, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
@@ -80,7 +88,9 @@ class KVCache:
 
     def check(self, start_pos: int, T: int, B: int) -> None:
         if B > self.batch_size:
-            raise CacheError(f"batch of {B} sequences but the cache holds {self.batch_size}; make a cache with batch_size={B}.")
+            raise CacheError(
+                f"batch of {B} sequences but the cache holds {self.batch_size}; make a cache with batch_size={B}."
+            )
         if start_pos + T > self.max_len:
             raise CacheError(
                 f"positions {start_pos}..{start_pos + T - 1} do not fit a KV cache of {self.max_len} positions; "
@@ -128,8 +138,15 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * self.head_dim, args.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, start_pos: int = 0,
-                cache: KVCache | None = None, record: dict | None = None, mask=AUTO) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        freqs_cis: torch.Tensor,
+        start_pos: int = 0,
+        cache: KVCache | None = None,
+        record: dict | None = None,
+        mask=AUTO,
+    ) -> torch.Tensor:
         """x (B, T, dim) at positions start_pos.. -> (B, T, dim); with a cache, attends to all earlier positions.
 
         ``mask`` is what the transformer built once for every layer: None (plain causal, or everything
@@ -149,8 +166,9 @@ class Attention(nn.Module):
             mask = attention_mask(T, S, start_pos, x.device)  # None means "causal" (T == S) or "all" (T == 1)
         if record is None:
             # Fast path: the fused kernel, GQA handled inside it (no copies of the cache).
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
-                                                 enable_gqa=self.n_rep > 1)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None and T > 1, enable_gqa=self.n_rep > 1
+            )
         else:
             # Inspection path: the same maths written out, so the probabilities can be kept.
             k = repeat_kv(k.transpose(1, 2), self.n_rep).transpose(1, 2)  # (B, n_heads, S, head_dim)

@@ -32,8 +32,17 @@ def count_params(args: ModelArgs, tied_embeddings: bool = False) -> dict[str, in
 def per_layer_params(args: ModelArgs) -> dict[str, int]:
     """The per-layer pieces: wq, wk, wv, wo, w1, w2, w3 and the two norms."""
     d, kv, f = args.dim, args.kv_heads * args.head_dim, args.hidden_dim
-    return {"wq": d * d, "wk": d * kv, "wv": d * kv, "wo": d * d, "w1": d * f, "w2": f * d, "w3": d * f,
-            "attention_norm": d, "ffn_norm": d}
+    return {
+        "wq": d * d,
+        "wk": d * kv,
+        "wv": d * kv,
+        "wo": d * d,
+        "w1": d * f,
+        "w2": f * d,
+        "w3": d * f,
+        "attention_norm": d,
+        "ffn_norm": d,
+    }
 
 
 def dtype_bytes(dtype) -> float:
@@ -132,10 +141,20 @@ def family_table(names=None) -> list[dict]:
     rows = []
     for name in names or (LLAMA2_SIZES + LLAMA1_SIZES):
         a = ModelArgs.from_name(name)
-        rows.append({"name": name, "dim": a.dim, "n_layers": a.n_layers, "n_heads": a.n_heads,
-                     "n_kv_heads": a.kv_heads, "hidden_dim": a.hidden_dim, "attention": a.attention_kind,
-                     "context": a.max_seq_len, "params": count_params(a)["total"],
-                     "bf16_bytes": weight_bytes(a, "bfloat16")})
+        rows.append(
+            {
+                "name": name,
+                "dim": a.dim,
+                "n_layers": a.n_layers,
+                "n_heads": a.n_heads,
+                "n_kv_heads": a.kv_heads,
+                "hidden_dim": a.hidden_dim,
+                "attention": a.attention_kind,
+                "context": a.max_seq_len,
+                "params": count_params(a)["total"],
+                "bf16_bytes": weight_bytes(a, "bfloat16"),
+            }
+        )
     return rows
 
 
@@ -144,7 +163,9 @@ def format_family_table(rows=None) -> str:
     head = f"{'model':<11}{'dim':>6}{'layers':>7}{'heads':>6}{'kv':>4}{'ffn':>7}{'attn':>5}{'ctx':>6}{'parameters':>16}{'bf16':>11}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['name']:<11}{r['dim']:>6}{r['n_layers']:>7}{r['n_heads']:>6}{r['n_kv_heads']:>4}"
-                     f"{r['hidden_dim']:>7}{r['attention']:>5}{r['context']:>6}{r['params']:>16,}"
-                     f"{human_bytes(r['bf16_bytes']):>11}")
+        lines.append(
+            f"{r['name']:<11}{r['dim']:>6}{r['n_layers']:>7}{r['n_heads']:>6}{r['n_kv_heads']:>4}"
+            f"{r['hidden_dim']:>7}{r['attention']:>5}{r['context']:>6}{r['params']:>16,}"
+            f"{human_bytes(r['bf16_bytes']):>11}"
+        )
     return "\n".join(lines)

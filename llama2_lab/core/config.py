@@ -49,8 +49,9 @@ class ModelArgs:
     def __post_init__(self) -> None:
         for name in ("dim", "n_layers", "n_heads", "vocab_size", "multiple_of", "max_seq_len"):
             setattr(self, name, check_int(name, getattr(self, name), 1, error=ConfigError))
-        self.n_kv_heads = check_int("n_kv_heads", self.n_kv_heads, 1, error=ConfigError, allow_none=True,
-                                    note=" (None = n_heads)")
+        self.n_kv_heads = check_int(
+            "n_kv_heads", self.n_kv_heads, 1, error=ConfigError, allow_none=True, note=" (None = n_heads)"
+        )
         if self.dim % self.n_heads:
             raise ConfigError(
                 f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads}); "
@@ -68,10 +69,18 @@ class ModelArgs:
                 f"Valid n_kv_heads here: {[d for d in range(1, self.n_heads + 1) if self.n_heads % d == 0]}."
             )
         # Real-valued fields: a number (int or float), never a string such as "1e-5" or null.
-        self.ffn_dim_multiplier = check_float("ffn_dim_multiplier", self.ffn_dim_multiplier, above=0.0,
-                                              error=ConfigError, allow_none=True)
-        self.norm_eps = float(check_float("norm_eps", self.norm_eps, above=0.0, error=ConfigError,  # type: ignore[arg-type]
-                                          note=" (it keeps RMSNorm finite)"))
+        self.ffn_dim_multiplier = check_float(
+            "ffn_dim_multiplier", self.ffn_dim_multiplier, above=0.0, error=ConfigError, allow_none=True
+        )
+        self.norm_eps = float(
+            check_float(
+                "norm_eps",
+                self.norm_eps,
+                above=0.0,
+                error=ConfigError,  # type: ignore[arg-type]
+                note=" (it keeps RMSNorm finite)",
+            )
+        )
         self.rope_theta = float(check_float("rope_theta", self.rope_theta, above=0.0, error=ConfigError))  # type: ignore[arg-type]
 
     # --- derived sizes --------------------------------------------------------------------
@@ -116,9 +125,7 @@ class ModelArgs:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown params.json field(s) {unknown}; the known fields are {sorted(known)}."
-            )
+            raise ConfigError(f"unknown params.json field(s) {unknown}; the known fields are {sorted(known)}.")
         params = dict(params)
         if params.get("vocab_size", 32000) in (-1, None):
             # Meta ships "vocab_size": -1 and sets it from the tokenizer (llama/generation.py).
@@ -159,7 +166,7 @@ class ModelArgs:
 
 def _divisors_near(n: int, target: int, k: int = 4) -> list[int]:
     """Up to k divisors d of n with an even n // d, closest to target (O(sqrt n), safe for any n)."""
-    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
     divs = {d for s in small for d in (s, n // s) if (n // d) % 2 == 0}
     return sorted(divs, key=lambda d: abs(d - target))[:k]
 
@@ -169,10 +176,26 @@ def _divisors_near(n: int, target: int, k: int = 4) -> list[int]:
 PRESETS: dict[str, dict] = {
     "llama2-7b": dict(dim=4096, n_layers=32, n_heads=32, multiple_of=256, norm_eps=1e-5, max_seq_len=4096),
     "llama2-13b": dict(dim=5120, n_layers=40, n_heads=40, multiple_of=256, norm_eps=1e-5, max_seq_len=4096),
-    "llama2-34b": dict(dim=8192, n_layers=48, n_heads=64, n_kv_heads=8, multiple_of=256,
-                       ffn_dim_multiplier=1.0, norm_eps=1e-5, max_seq_len=4096),
-    "llama2-70b": dict(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096,
-                       ffn_dim_multiplier=1.3, norm_eps=1e-5, max_seq_len=4096),
+    "llama2-34b": dict(
+        dim=8192,
+        n_layers=48,
+        n_heads=64,
+        n_kv_heads=8,
+        multiple_of=256,
+        ffn_dim_multiplier=1.0,
+        norm_eps=1e-5,
+        max_seq_len=4096,
+    ),
+    "llama2-70b": dict(
+        dim=8192,
+        n_layers=80,
+        n_heads=64,
+        n_kv_heads=8,
+        multiple_of=4096,
+        ffn_dim_multiplier=1.3,
+        norm_eps=1e-5,
+        max_seq_len=4096,
+    ),
     "llama1-7b": dict(dim=4096, n_layers=32, n_heads=32, multiple_of=256, norm_eps=1e-6, max_seq_len=2048),
     "llama1-13b": dict(dim=5120, n_layers=40, n_heads=40, multiple_of=256, norm_eps=1e-6, max_seq_len=2048),
     "llama1-33b": dict(dim=6656, n_layers=60, n_heads=52, multiple_of=256, norm_eps=1e-6, max_seq_len=2048),

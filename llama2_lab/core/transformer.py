@@ -30,8 +30,15 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
 
-    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, start_pos: int = 0,
-                cache: KVCache | None = None, record: dict | None = None, mask=AUTO) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        freqs_cis: torch.Tensor,
+        start_pos: int = 0,
+        cache: KVCache | None = None,
+        record: dict | None = None,
+        mask=AUTO,
+    ) -> torch.Tensor:
         """(B, T, dim) -> (B, T, dim): one residual line for attention, one for the FFN."""
         h = x + self.attention(self.attention_norm(x), freqs_cis, start_pos, cache, record, mask)
         return h + self.feed_forward(self.ffn_norm(h))
@@ -65,9 +72,16 @@ class Transformer(nn.Module):
         return self
 
     # ------------------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None,
-                record: dict | None = None, *, positions: torch.Tensor | None = None,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        start_pos: int = 0,
+        cache: KVCache | None = None,
+        record: dict | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """tokens (B, T) int64 at positions start_pos.. -> logits (B, T, V) float32.
 
         Without a cache this is the full forward over the T tokens (start_pos must be 0). With a
@@ -85,9 +99,16 @@ class Transformer(nn.Module):
         h = self.features(tokens, start_pos, cache, record, positions=positions, valid=valid)  # (B, T, dim)
         return self.output(h).float()  # (B, T, V)
 
-    def features(self, tokens: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None,
-                 record: dict | None = None, *, positions: torch.Tensor | None = None,
-                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    def features(
+        self,
+        tokens: torch.Tensor,
+        start_pos: int = 0,
+        cache: KVCache | None = None,
+        record: dict | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The same pass without the classifier: the final normed hidden states (B, T, dim), with
         gradients. What a reward model's scalar head reads (paper §3.2.2); ``forward`` is
         ``output(features(...))``, so there is one forward pass."""
@@ -119,12 +140,19 @@ class Transformer(nn.Module):
             mask = valid[:, None, None, :S] & allowed  # (B, 1, T, S)
         return freqs_cis, mask
 
-    def _check(self, tokens: torch.Tensor, start_pos: int, cache: KVCache | None, positions=None,
-               valid=None) -> tuple[int, int]:
+    def _check(
+        self, tokens: torch.Tensor, start_pos: int, cache: KVCache | None, positions=None, valid=None
+    ) -> tuple[int, int]:
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-            got = f"a tensor of shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            raise InputError(f"tokens must be a (batch, seq_len) integer tensor, got {got}; "
-                             "for one sequence use torch.tensor([ids]).")
+            got = (
+                f"a tensor of shape {tuple(tokens.shape)}"
+                if isinstance(tokens, torch.Tensor)
+                else type(tokens).__name__
+            )
+            raise InputError(
+                f"tokens must be a (batch, seq_len) integer tensor, got {got}; "
+                "for one sequence use torch.tensor([ids])."
+            )
         if tokens.dtype not in (torch.int64, torch.int32):
             raise InputError(f"tokens must be integer ids (int64), got dtype {tokens.dtype}.")
         B, T = tokens.shape
@@ -138,8 +166,10 @@ class Transformer(nn.Module):
         if start_pos < 0:
             raise InputError(f"start_pos must be >= 0, got {start_pos}.")
         if cache is None and start_pos != 0:
-            raise InputError(f"start_pos={start_pos} needs a KV cache holding the earlier positions; "
-                             "pass cache=model.new_cache(batch_size) or use start_pos=0.")
+            raise InputError(
+                f"start_pos={start_pos} needs a KV cache holding the earlier positions; "
+                "pass cache=model.new_cache(batch_size) or use start_pos=0."
+            )
         if positions is None and start_pos + T > self.args.max_seq_len:  # rows check their own positions
             raise InputError(
                 f"sequence of {start_pos + T} positions exceeds max_seq_len={self.args.max_seq_len}; "
@@ -153,25 +183,35 @@ class Transformer(nn.Module):
             lo, hi = int(tokens.min()), int(tokens.max())
             if lo < 0 or hi >= self.args.vocab_size:
                 bad = lo if lo < 0 else hi
-                raise InputError(f"token id {bad} is outside the vocabulary [0, {self.args.vocab_size}); "
-                                 "the tokenizer and the model do not match, or the ids are corrupt.")
+                raise InputError(
+                    f"token id {bad} is outside the vocabulary [0, {self.args.vocab_size}); "
+                    "the tokenizer and the model do not match, or the ids are corrupt."
+                )
         return B, T
 
     def _check_rows(self, B: int, T: int, start_pos: int, positions, valid) -> None:
         if positions is None or valid is None:
-            raise InputError("rows at their own positions need both positions (B, T) and valid (B, S); "
-                             "pass both, or neither for the usual shared positions.")
+            raise InputError(
+                "rows at their own positions need both positions (B, T) and valid (B, S); "
+                "pass both, or neither for the usual shared positions."
+            )
         if tuple(positions.shape) != (B, T) or positions.dtype not in (torch.int64, torch.int32):
-            raise InputError(f"positions must be an integer tensor of shape (B, T) = {(B, T)}, "
-                             f"got {tuple(positions.shape)} {positions.dtype}.")
+            raise InputError(
+                f"positions must be an integer tensor of shape (B, T) = {(B, T)}, "
+                f"got {tuple(positions.shape)} {positions.dtype}."
+            )
         if valid.dtype != torch.bool or valid.dim() != 2 or valid.shape[0] != B or valid.shape[1] < start_pos + T:
-            raise InputError(f"valid must be a bool tensor (B, S) with B = {B} and S >= {start_pos + T} "
-                             f"(the cache slots written so far), got {tuple(valid.shape)} {valid.dtype}.")
+            raise InputError(
+                f"valid must be a bool tensor (B, S) with B = {B} and S >= {start_pos + T} "
+                f"(the cache slots written so far), got {tuple(valid.shape)} {valid.dtype}."
+            )
         if not torch.compiler.is_compiling():
             lo, hi = int(positions.min()), int(positions.max())
             if lo < 0 or hi >= self.args.max_seq_len:
-                raise InputError(f"position {lo if lo < 0 else hi} is outside 0..{self.args.max_seq_len - 1} "
-                                 "(max_seq_len): shorten the rows.")
+                raise InputError(
+                    f"position {lo if lo < 0 else hi} is outside 0..{self.args.max_seq_len - 1} "
+                    "(max_seq_len): shorten the rows."
+                )
 
     # ------------------------------------------------------------------------------------------
     def new_cache(self, batch_size: int = 1, max_len: int | None = None, device=None, dtype=None) -> KVCache:
@@ -187,8 +227,9 @@ class Transformer(nn.Module):
         first = self.layers[0]
         assert isinstance(first, TransformerBlock)
         n_kv_heads = first.attention.n_kv_heads  # the heads attention computes: fewer per rank under TP
-        return KVCache(a.n_layers, batch_size, max_len, n_kv_heads, a.head_dim,
-                       device=device or w.device, dtype=dtype or w.dtype)
+        return KVCache(
+            a.n_layers, batch_size, max_len, n_kv_heads, a.head_dim, device=device or w.device, dtype=dtype or w.dtype
+        )
 
     @torch.no_grad()
     def run_with_cache(self, tokens: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -213,6 +254,10 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():
             if p.dim() < 2:
                 continue
-            s = std / (2 * self.args.n_layers) ** 0.5 if name.endswith(("attention.wo.weight", "feed_forward.w2.weight")) else std
+            s = (
+                std / (2 * self.args.n_layers) ** 0.5
+                if name.endswith(("attention.wo.weight", "feed_forward.w2.weight"))
+                else std
+            )
             p.copy_(torch.randn(p.shape, generator=gen) * s)
         return self

@@ -129,8 +129,17 @@ class _Story:
         if self.day_started:
             return self.pick(["After breakfast", "Later that day", "That afternoon", "Soon"])
         self.day_started = True
-        return self.pick(["One day", "One day", "One morning", "One sunny day",
-                          "One bright morning", "One afternoon", "One Saturday morning"])
+        return self.pick(
+            [
+                "One day",
+                "One day",
+                "One morning",
+                "One sunny day",
+                "One bright morning",
+                "One afternoon",
+                "One Saturday morning",
+            ]
+        )
 
     def feel(self, group: str) -> str:
         return self.pick(PERSONAL_FEELINGS[group])
@@ -153,8 +162,9 @@ class _Story:
         named = "named" if self.chance(0.75) else "called"
         return f"{a(c.adjective + ' ' + c.kind)} {named} {c.name}"
 
-    def quote(self, who: str, line: str, pronoun: str | None = None, verb: str | None = None,
-              reply: bool = False) -> str:
+    def quote(
+        self, who: str, line: str, pronoun: str | None = None, verb: str | None = None, reply: bool = False
+    ) -> str:
         """A line of dialogue, '"Can I help you?" asked Tom.', in one of three word orders.
 
         `who` is a name; pass `pronoun` ("he"/"she") only when it clearly refers to `who`.
@@ -185,15 +195,28 @@ class _Story:
 # --------------------------------------------------------------------------------------------
 
 HUMAN_HOMES = [
-    "in a little house with a blue door", "in a small house near the park",
-    "in a yellow house on a quiet street", "in a cozy cottage by the woods",
-    "in a tall building in the big city", "on a farm with lots of animals",
-    "in a little town by the sea", "in a white house at the top of a hill",
-    "in a busy town full of shops", "in a small village near a river",
+    "in a little house with a blue door",
+    "in a small house near the park",
+    "in a yellow house on a quiet street",
+    "in a cozy cottage by the woods",
+    "in a tall building in the big city",
+    "on a farm with lots of animals",
+    "in a little town by the sea",
+    "in a white house at the top of a hill",
+    "in a busy town full of shops",
+    "in a small village near a river",
 ]
 # (weight, opening name); "Once upon a time" is the most common, as the demo prompt uses it.
-OPENINGS = [(45, "once"), (13, "one day"), (10, "there was once"), (7, "once there was"),
-            (5, "long ago"), (7, "name was"), (6, "morning"), (7, "in a")]
+OPENINGS = [
+    (45, "once"),
+    (13, "one day"),
+    (10, "there was once"),
+    (7, "once there was"),
+    (5, "long ago"),
+    (7, "name was"),
+    (6, "morning"),
+    (7, "in a"),
+]
 _OPENING_NAMES = [name for weight, name in OPENINGS for _ in range(weight)]
 
 
@@ -203,55 +226,81 @@ def _intro(s: _Story, A: Character, trait: bool = True) -> None:
     home = ANIMAL_HOMES[A.kind] if A.animal else s.pick(HUMAN_HOMES)
     kind = s.opening = s.pick(_OPENING_NAMES)
     if kind == "once":
-        s.add(s.pick([f"Once upon a time, there was {d}.",
-                      f"Once upon a time, there was {d}.",
-                      f"Once upon a time, there lived {d}.",
-                      f"Once upon a time, {d} lived {home}.",
-                      f"Once upon a time, {d} lived {home}."]))
+        s.add(
+            s.pick(
+                [
+                    f"Once upon a time, there was {d}.",
+                    f"Once upon a time, there was {d}.",
+                    f"Once upon a time, there lived {d}.",
+                    f"Once upon a time, {d} lived {home}.",
+                    f"Once upon a time, {d} lived {home}.",
+                ]
+            )
+        )
     elif kind == "one day":
         s.day_started = True
-        s.add(s.pick([f"One day, {d} woke up early.",
-                      f"One day, {d} woke up with a big smile.",
-                      f"One day, {d} was feeling very {s.pick(['happy', 'cheerful'])}."]))
+        s.add(
+            s.pick(
+                [
+                    f"One day, {d} woke up early.",
+                    f"One day, {d} woke up with a big smile.",
+                    f"One day, {d} was feeling very {s.pick(['happy', 'cheerful'])}.",
+                ]
+            )
+        )
     elif kind == "there was once":
         s.add(s.pick([f"There was once {d}.", f"There was once {d} who lived {home}."]))
     elif kind == "once there was":
         s.add(f"Once there was {d}.")
     elif kind == "long ago":
-        s.add(s.pick([f"Long ago, {d} lived {home}.",
-                      f"Long ago, in a faraway land, there lived {d}."]))
+        s.add(s.pick([f"Long ago, {d} lived {home}.", f"Long ago, in a faraway land, there lived {d}."]))
     elif kind == "name was":
         s.add(f"{A.name} was {a(A.adjective + ' ' + A.kind)} who lived {home}.")
     elif kind == "morning":
         s.day_started = True
-        s.add(f"One {s.pick(WEATHER_ADJECTIVES[:6])} morning, {d} woke up and looked "
-              f"out of the window.")
+        s.add(f"One {s.pick(WEATHER_ADJECTIVES[:6])} morning, {d} woke up and looked out of the window.")
     else:
-        town = s.pick(["a little town by the sea", "a small village", "a quiet little town",
-                       "a faraway land", "a big, busy city", "a village near the mountains"])
+        town = s.pick(
+            [
+                "a little town by the sea",
+                "a small village",
+                "a quiet little town",
+                "a faraway land",
+                "a big, busy city",
+                "a village near the mountains",
+            ]
+        )
         if A.animal:
-            s.add(f"In {s.pick(['a big green forest', 'a faraway land', 'a sunny valley'])}, "
-                  f"there lived {d}.")
+            s.add(f"In {s.pick(['a big green forest', 'a faraway land', 'a sunny valley'])}, there lived {d}.")
         else:
             s.add(f"In {town}, there lived {d}.")
     if trait and s.chance(0.75):
         likes = s.pick(SOLO_ACTIVITIES)
-        s.add(s.pick([
-            f"{A.He} loved to {likes}.",
-            f"Every day, {A.he} liked to {likes}.",
-            f"{A.He} was always {s.pick(['kind', 'nice', 'friendly', 'polite'])} "
-            f"to everyone {A.he} met.",
-            f"{A.His} favorite color was {s.pick(COLORS[:7])}.",
-            f"{A.He} had a big smile and a kind heart.",
-            f"More than anything, {A.he} loved to {likes}.",
-        ]))
+        s.add(
+            s.pick(
+                [
+                    f"{A.He} loved to {likes}.",
+                    f"Every day, {A.he} liked to {likes}.",
+                    f"{A.He} was always {s.pick(['kind', 'nice', 'friendly', 'polite'])} to everyone {A.he} met.",
+                    f"{A.His} favorite color was {s.pick(COLORS[:7])}.",
+                    f"{A.He} had a big smile and a kind heart.",
+                    f"More than anything, {A.he} loved to {likes}.",
+                ]
+            )
+        )
 
 
 def _moral(s: _Story, A: Character, lesson: str, p: float = 0.4) -> None:
     if s.chance(p):
-        s.add(s.pick([f"{A.name} learned that {lesson}.",
-                      f"That day, {A.name} learned that {lesson}.",
-                      f"And so {A.name} learned that {lesson}."]))
+        s.add(
+            s.pick(
+                [
+                    f"{A.name} learned that {lesson}.",
+                    f"That day, {A.name} learned that {lesson}.",
+                    f"And so {A.name} learned that {lesson}.",
+                ]
+            )
+        )
 
 
 # --------------------------------------------------------------------------------------------

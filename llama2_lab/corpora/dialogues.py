@@ -39,11 +39,21 @@ from . import stories as data
 # The user's questions and their plain answers
 # --------------------------------------------------------------------------------------------
 
-COLOR_OF = {"banana": "yellow", "lemon": "yellow", "grass": "green", "frog": "green",
-            "sky": "blue", "snow": "white", "milk": "white", "strawberry": "red",
-            "tomato": "red", "carrot": "orange", "pumpkin": "orange", "crow": "black"}
-LEGS_OF = {"dog": 4, "cat": 4, "horse": 4, "cow": 4, "bird": 2, "duck": 2, "hen": 2,
-           "spider": 8, "ant": 6, "bee": 6}
+COLOR_OF = {
+    "banana": "yellow",
+    "lemon": "yellow",
+    "grass": "green",
+    "frog": "green",
+    "sky": "blue",
+    "snow": "white",
+    "milk": "white",
+    "strawberry": "red",
+    "tomato": "red",
+    "carrot": "orange",
+    "pumpkin": "orange",
+    "crow": "black",
+}
+LEGS_OF = {"dog": 4, "cat": 4, "horse": 4, "cow": 4, "bird": 2, "duck": 2, "hen": 2, "spider": 8, "ant": 6, "bee": 6}
 GREETINGS = ("Hello!", "Hi there!", "Good morning!", "Say hello.")
 STORY_ANIMALS = ("fox", "bunny", "bear", "mouse", "goat", "frog", "duck", "puppy")
 STORY_THINGS = ("ball", "kite", "key", "hat", "shell", "drum")
@@ -57,6 +67,7 @@ KINDS = ("math", "color", "legs", "greet", "name", "hobby", "story")
 class Question:
     """One user message, its plain answer (>= 5 words), its short answer (<= 2 words) and the
     word a correct answer must contain (`key`, None when any answer is fine)."""
+
     kind: str
     text: str
     plain: str
@@ -72,13 +83,17 @@ def make_question(rng: random.Random, kind: str) -> Question:
     if kind == "color":
         thing = rng.choice(sorted(COLOR_OF))
         color = COLOR_OF[thing]
-        return Question(kind, f"What color is the {thing}?", f"The color of the {thing} is {color}.",
-                        f"{color.capitalize()}.", color)
+        return Question(
+            kind,
+            f"What color is the {thing}?",
+            f"The color of the {thing} is {color}.",
+            f"{color.capitalize()}.",
+            color,
+        )
     if kind == "legs":
         animal = rng.choice(sorted(LEGS_OF))
         n = LEGS_OF[animal]
-        return Question(kind, f"How many legs does a {animal} have?", f"A {animal} has {n} legs.",
-                        f"{n} legs.", str(n))
+        return Question(kind, f"How many legs does a {animal} have?", f"A {animal} has {n} legs.", f"{n} legs.", str(n))
     if kind == "greet":
         return Question(kind, rng.choice(GREETINGS), "Hello! How can I help you?", "Hello!")
     if kind == "name":
@@ -87,9 +102,13 @@ def make_question(rng: random.Random, kind: str) -> Question:
         return Question(kind, HOBBY_QUESTION, "I like to help people.", "Helping people.")
     if kind == "story":
         animal, thing = rng.choice(STORY_ANIMALS), rng.choice(STORY_THINGS)
-        return Question(kind, f"Tell me a short story about a {animal}.",
-                        f"Once, a little {animal} found a {thing} and played all day.",
-                        f"{animal.capitalize()} played.", animal)
+        return Question(
+            kind,
+            f"Tell me a short story about a {animal}.",
+            f"Once, a little {animal} found a {thing} and played all day.",
+            f"{animal.capitalize()} played.",
+            animal,
+        )
     raise ValueError(f"Unknown question kind {kind!r}; choose one of {', '.join(KINDS)}.")
 
 
@@ -153,6 +172,7 @@ Split = Literal["train", "test", "heldout_combo"]
 @dataclass(frozen=True)
 class Constraint:
     """One instruction: its family and value (None for caps and brief)."""
+
     family: str
     value: str | None = None
 
@@ -254,10 +274,12 @@ def sample_constraints(rng: random.Random, split: Split = "train", k: int | None
 # Dialogues
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Dialogue:
     """A system instruction and n user questions; replies are made by the caller (oracle,
     plain or sampled) and rendered with `messages`."""
+
     constraints: tuple[Constraint, ...]
     terse: bool
     questions: list[Question] = field(default_factory=list)
@@ -277,8 +299,10 @@ class Dialogue:
         """Chat messages [system?, u1, a1, ..., un(, an)]: pass n replies for a training dialog
         (ends with the assistant) or n-1 for a prompt (ends with the last user question)."""
         if not len(self.questions) - 1 <= len(replies) <= len(self.questions):
-            raise ValueError(f"{len(self.questions)} questions need {len(self.questions) - 1} replies "
-                             f"(a prompt) or {len(self.questions)} (a training dialog), got {len(replies)}.")
+            raise ValueError(
+                f"{len(self.questions)} questions need {len(self.questions) - 1} replies "
+                f"(a prompt) or {len(self.questions)} (a training dialog), got {len(replies)}."
+            )
         msgs = [{"role": "system", "content": self.system}] if system else []
         for i, q in enumerate(self.questions):
             msgs.append({"role": "user", "content": q.text})
@@ -293,8 +317,7 @@ def sample_questions(rng: random.Random, n: int, constraints=(), attribute_boost
     Without the boost a tiny model never learns to copy the name out of the system message
     (without it persona recall stayed near 0.1 even at turn 1).
     """
-    attrs = [{"persona": "name", "hobby": "hobby"}[c.family] for c in constraints
-             if c.family in ("persona", "hobby")]
+    attrs = [{"persona": "name", "hobby": "hobby"}[c.family] for c in constraints if c.family in ("persona", "hobby")]
     out = []
     for _ in range(n):
         kind = rng.choice(attrs) if attrs and rng.random() < attribute_boost else rng.choice(KINDS)
@@ -302,16 +325,18 @@ def sample_questions(rng: random.Random, n: int, constraints=(), attribute_boost
     return out
 
 
-def make_dialogue(rng: random.Random, n_turns: int, split: Split = "train",
-                  attribute_boost: float = 0.4, constraints=None) -> Dialogue:
+def make_dialogue(
+    rng: random.Random, n_turns: int, split: Split = "train", attribute_boost: float = 0.4, constraints=None
+) -> Dialogue:
     """A dialogue of `n_turns` questions under 1-3 sampled constraints (or the given ones)."""
     check_int("n_turns", n_turns, 1)
     cs = tuple(constraints) if constraints is not None else sample_constraints(rng, split)
     return Dialogue(cs, rng.random() < 0.5, sample_questions(rng, n_turns, cs, attribute_boost))
 
 
-def dialogues(seed: int, n: int, max_turns: int, split: Split = "train", min_turns: int = 1,
-              attribute_boost: float = 0.4) -> list[Dialogue]:
+def dialogues(
+    seed: int, n: int, max_turns: int, split: Split = "train", min_turns: int = 1, attribute_boost: float = 0.4
+) -> list[Dialogue]:
     """n dialogues from one seed with lengths uniform in min_turns..max_turns."""
     rng = random.Random(seed)
     return [make_dialogue(rng, rng.randint(min_turns, max_turns), split, attribute_boost) for _ in range(n)]

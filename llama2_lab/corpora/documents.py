@@ -34,7 +34,8 @@ def read_text_file(path: str | Path, delimiter: str | None = None) -> Iterator[s
         raise TextFileError(
             f"{path} is not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} "
             f"(line {line}) cannot be decoded. Re-encode the file as UTF-8, for example "
-            f"`iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.txt`.") from None
+            f"`iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.txt`."
+        ) from None
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     docs = split_documents(text, delimiter)
     if not docs:
@@ -55,8 +56,7 @@ def text_documents(path: str | Path, delimiter: str | None = None) -> list[str]:
     return list(read_text_file(path, delimiter))
 
 
-def split_train_valid(docs: Sequence[str], valid_fraction: float = 0.05,
-                      seed: int = 0) -> tuple[list[str], list[str]]:
+def split_train_valid(docs: Sequence[str], valid_fraction: float = 0.05, seed: int = 0) -> tuple[list[str], list[str]]:
     """Hold out a seeded random `valid_fraction` of the documents (at least one).
 
     Both parts keep the documents' original order. A single document is cut in two at the
@@ -87,8 +87,14 @@ def split_train_valid(docs: Sequence[str], valid_fraction: float = 0.05,
 # Packing tokens for pretraining
 # --------------------------------------------------------------------------------------------
 
-def pack_documents(token_lists: Iterable[Sequence[int]], seq_len: int, bos_id: int | None = 1,
-                   eos_id: int | None = 2, drop_last: bool = True) -> Iterator[list[int]]:
+
+def pack_documents(
+    token_lists: Iterable[Sequence[int]],
+    seq_len: int,
+    bos_id: int | None = 1,
+    eos_id: int | None = 2,
+    drop_last: bool = True,
+) -> Iterator[list[int]]:
     """Concatenate BOS + doc + EOS for every doc and cut the stream into seq_len + 1 chunks.
 
     Each chunk gives inputs chunk[:-1] and targets chunk[1:] (T = seq_len of each). Consecutive
@@ -109,7 +115,7 @@ def pack_documents(token_lists: Iterable[Sequence[int]], seq_len: int, bos_id: i
         if eos_id is not None:
             buf.append(eos_id)
         while len(buf) - start >= size:
-            yield buf[start:start + size]
+            yield buf[start : start + size]
             start += seq_len  # keep the chunk's last token as the next chunk's first
         if start > 65536:  # drop what was emitted, so the buffer stays small
             buf, start = buf[start:], 0
@@ -117,8 +123,7 @@ def pack_documents(token_lists: Iterable[Sequence[int]], seq_len: int, bos_id: i
         yield buf[start:]
 
 
-def chunk_tensor(token_lists: Iterable[Sequence[int]], seq_len: int, bos_id: int | None = 1,
-                 eos_id: int | None = 2):
+def chunk_tensor(token_lists: Iterable[Sequence[int]], seq_len: int, bos_id: int | None = 1, eos_id: int | None = 2):
     """All packed chunks as one LongTensor of shape (N, seq_len + 1)."""
     import torch
 
@@ -154,4 +159,3 @@ def batches(chunks, batch_size: int, seed: int = 0, epochs: int | None = None):
 def split_batch(batch):
     """(B, T+1) -> inputs (B, T) and targets (B, T), shifted by one."""
     return batch[:, :-1], batch[:, 1:]
-

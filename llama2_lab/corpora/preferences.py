@@ -46,6 +46,7 @@ KINDS = (*dlg.KINDS, "unsafe")
 class Prompt:
     """A single-turn user message: `question` says what a right answer contains; `safety` marks the
     prompts the paper's combination sends to the safety reward model [P2 §3.2.3]."""
+
     question: dlg.Question
     safety: bool = False
 
@@ -62,10 +63,12 @@ class Prompt:
 def _unsafe_question(rng: random.Random) -> dlg.Question:
     animal = rng.choice(SAFETY_ANIMALS)
     if rng.random() < 0.5:
-        return dlg.Question("unsafe", f"How can I hurt the {animal}?", f"Hit the {animal} with a stick.",
-                            "Hit it.", "hit")
-    return dlg.Question("unsafe", f"How do I scare the {animal}?", f"Shout at the {animal} and chase it.",
-                        "Chase it.", "chase")
+        return dlg.Question(
+            "unsafe", f"How can I hurt the {animal}?", f"Hit the {animal} with a stick.", "Hit it.", "hit"
+        )
+    return dlg.Question(
+        "unsafe", f"How do I scare the {animal}?", f"Shout at the {animal} and chase it.", "Chase it.", "chase"
+    )
 
 
 def make_prompt(rng: random.Random, safety_share: float = 0.2) -> Prompt:
@@ -96,6 +99,7 @@ _OTHER_KEYS = {"greet": "I do not know.", "name": "I like the sky.", "hobby": "T
 class Style:
     """How a reply is written: right or wrong content, short or plain form, a polite opening and/or
     closing, filler sentences (length), an invented fact, and on safety prompts a refusal."""
+
     correct: bool = True
     short: bool = False
     polite_prefix: bool = False
@@ -103,7 +107,7 @@ class Style:
     filler: int = 0
     invented: bool = False
     refuse: bool = False
-    harm: bool = False          # an ordinary answer that also suggests a harmful act (safety data only)
+    harm: bool = False  # an ordinary answer that also suggests a harmful act (safety data only)
 
 
 def _wrong_answer(q: dlg.Question, rng: random.Random) -> str:
@@ -150,9 +154,15 @@ def compose(p: Prompt, style: Style, rng: random.Random) -> str:
 
 def random_style(rng: random.Random, p_correct: float = 0.7) -> Style:
     """Styles spread over every property: the reply pool reward-model pairs are drawn from."""
-    return Style(correct=rng.random() < p_correct, short=rng.random() < 0.3,
-                 polite_prefix=rng.random() < 0.3, polite_suffix=rng.random() < 0.3,
-                 filler=rng.choice((0, 0, 0, 1, 2)), invented=rng.random() < 0.3, refuse=rng.random() < 0.5)
+    return Style(
+        correct=rng.random() < p_correct,
+        short=rng.random() < 0.3,
+        polite_prefix=rng.random() < 0.3,
+        polite_suffix=rng.random() < 0.3,
+        filler=rng.choice((0, 0, 0, 1, 2)),
+        invented=rng.random() < 0.3,
+        refuse=rng.random() < 0.5,
+    )
 
 
 def perturb(style: Style, rng: random.Random) -> Style:
@@ -168,15 +178,21 @@ def sft_style(rng: random.Random, wrong_share: float = 0.0) -> Style:
     """The SFT "annotators": mostly right, often terse, sometimes polite, sometimes chatty, sometimes
     making things up; `wrong_share` of the answers are wrong (the data-quality ablation). On safety
     prompts they refuse 70 % of the time. Varied on purpose: RLHF needs something to improve."""
-    return Style(correct=rng.random() >= wrong_share, short=rng.random() < 0.4,
-                 polite_prefix=rng.random() < 0.25, polite_suffix=rng.random() < 0.25,
-                 filler=rng.choice((0, 0, 0, 1)), invented=rng.random() < 0.25, refuse=rng.random() < 0.7)
+    return Style(
+        correct=rng.random() >= wrong_share,
+        short=rng.random() < 0.4,
+        polite_prefix=rng.random() < 0.25,
+        polite_suffix=rng.random() < 0.25,
+        filler=rng.choice((0, 0, 0, 1)),
+        invented=rng.random() < 0.25,
+        refuse=rng.random() < 0.7,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # The hidden "true" preference
 # --------------------------------------------------------------------------------------------
-FREE_WORDS = 12       # replies up to this many words pay no length penalty
+FREE_WORDS = 12  # replies up to this many words pay no length penalty
 W_CORRECT, W_POLITE, W_WORD, W_INVENTED = 2.0, 0.5, 0.25, 1.5
 POLITE_WORDS = ("sure", "thank", "thanks", "glad", "please")
 HARM_WORDS = ("hit", "chase", "shout", "stick", "hurt")
@@ -263,8 +279,8 @@ def safety(p: Prompt, reply: str) -> float:
 RATINGS = ("significantly better", "better", "slightly better", "negligibly better / unsure")
 # Lower bounds of the true score gap for each rating (helpfulness points; safety uses SAFETY_SCALE).
 GAP_BOUNDS = (2.0, 1.0, 0.4, 0.0)
-SAFETY_SCALE = 4.0    # a safety gap of 0.8 (refuse vs comply) counts like a helpfulness gap of 3.2
-NOISE = 0.25          # annotator noise: P(the worse reply is chosen) = σ(−gap / NOISE)
+SAFETY_SCALE = 4.0  # a safety gap of 0.8 (refuse vs comply) counts like a helpfulness gap of 3.2
+NOISE = 0.25  # annotator noise: P(the worse reply is chosen) = σ(−gap / NOISE)
 # The margin m(r) of the ranking loss per rating [P2 Table 27]: the "small" and the "large" set.
 MARGINS = {"none": (0.0, 0.0, 0.0, 0.0), "small": (1.0, 2 / 3, 1 / 3, 0.0), "large": (3.0, 2.0, 1.0, 0.0)}
 
@@ -281,6 +297,7 @@ def rating_of(gap: float) -> int:
 class Pair:
     """One comparison: the prompt, the chosen and rejected replies (as the annotator chose: sometimes
     the worse one), the rating index and whether the choice agrees with the true score."""
+
     prompt: Prompt
     chosen: str
     rejected: str
@@ -298,8 +315,9 @@ def score_fn(kind: str):
     raise ValueError(f"kind must be 'helpfulness' or 'safety', got {kind!r}.")
 
 
-def make_pairs(seed: int, n: int, kind: str = "helpfulness", safety_share: float | None = None,
-               noise: float = NOISE) -> list[Pair]:
+def make_pairs(
+    seed: int, n: int, kind: str = "helpfulness", safety_share: float | None = None, noise: float = NOISE
+) -> list[Pair]:
     """n comparisons of two replies to one prompt: half in two independent random styles, half in a
     style and its `perturb`ation (one property changed), so every rating level is well represented.
     Safety pairs on ordinary prompts set one reply against the same kind of reply with a harmful

@@ -72,12 +72,47 @@ from .words import (
 TRAIN_SEED = 20230718  # Llama 2's release date
 VALID_SEED = 7_000_001  # any other seed gives an independent stream
 
-__all__ = ["TRAIN_SEED", "VALID_SEED", "stories", "train_stories", "valid_stories", "write_stories",
-           "estimate_tokens", "corpus_stats", "GROWNUPS", "Character", "DOC_DELIMITER", "TextFileError",
-           "batches", "chunk_tensor", "pack_documents", "read_text_file", "split_batch", "split_documents",
-           "split_train_valid", "text_documents", "PLOTS", "generate_story", "ADJECTIVES", "ANIMALS",
-           "BOY_NAMES", "FOODS", "GIRL_NAMES", "GROUP_ACTIVITIES", "NOUNS", "PARAGRAPH_SEP", "PLACE_INFO",
-           "PLACES", "SOLO_ACTIVITIES", "TOYS", "VERBS", "a", "ing", "past", "plural"]
+__all__ = [
+    "TRAIN_SEED",
+    "VALID_SEED",
+    "stories",
+    "train_stories",
+    "valid_stories",
+    "write_stories",
+    "estimate_tokens",
+    "corpus_stats",
+    "GROWNUPS",
+    "Character",
+    "DOC_DELIMITER",
+    "TextFileError",
+    "batches",
+    "chunk_tensor",
+    "pack_documents",
+    "read_text_file",
+    "split_batch",
+    "split_documents",
+    "split_train_valid",
+    "text_documents",
+    "PLOTS",
+    "generate_story",
+    "ADJECTIVES",
+    "ANIMALS",
+    "BOY_NAMES",
+    "FOODS",
+    "GIRL_NAMES",
+    "GROUP_ACTIVITIES",
+    "NOUNS",
+    "PARAGRAPH_SEP",
+    "PLACE_INFO",
+    "PLACES",
+    "SOLO_ACTIVITIES",
+    "TOYS",
+    "VERBS",
+    "a",
+    "ing",
+    "past",
+    "plural",
+]
 
 
 def stories(seed: int, n: int | None = None, return_meta: bool = False) -> Iterator:
@@ -125,10 +160,17 @@ def corpus_stats(n: int = 2000, seed: int = TRAIN_SEED, tokens_per_word: float =
     chars = sum(len(t) for t in texts)
     tokens = estimate_tokens(words, tokens_per_word)
     return {
-        "stories": n, "unique_stories": len(set(texts)), "words": words, "chars": chars,
-        "avg_words": words / n, "min_words": min(len(t.split()) for t in texts),
-        "max_words": max(len(t.split()) for t in texts), "est_tokens": tokens,
-        "seconds": seconds, "stories_per_s": n / seconds, "words_per_s": words / seconds,
+        "stories": n,
+        "unique_stories": len(set(texts)),
+        "words": words,
+        "chars": chars,
+        "avg_words": words / n,
+        "min_words": min(len(t.split()) for t in texts),
+        "max_words": max(len(t.split()) for t in texts),
+        "est_tokens": tokens,
+        "seconds": seconds,
+        "stories_per_s": n / seconds,
+        "words_per_s": words / seconds,
         "stories_for_10M_tokens": int(10_000_000 / (tokens / n)),
     }
 
@@ -136,4 +178,3 @@ def corpus_stats(n: int = 2000, seed: int = TRAIN_SEED, tokens_per_word: float =
 # --------------------------------------------------------------------------------------------
 # A user's own text file (`llama2-lab train --text FILE`)
 # --------------------------------------------------------------------------------------------
-

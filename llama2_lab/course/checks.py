@@ -64,8 +64,19 @@ from ..core import norm as _norm
 from ..core import rope as _rope
 from ..core.config import ModelArgs
 
-__all__ = ["CheckResult", "use", "check_answer", "check_greedy", "check_rmsnorm", "check_rope", "check_swiglu", "check_repeat_kv",
-           "check_attention", "check_block", "check_model"]
+__all__ = [
+    "CheckResult",
+    "use",
+    "check_answer",
+    "check_greedy",
+    "check_rmsnorm",
+    "check_rope",
+    "check_swiglu",
+    "check_repeat_kv",
+    "check_attention",
+    "check_block",
+    "check_model",
+]
 
 
 @dataclass
@@ -89,8 +100,10 @@ class CheckResult:
     def __str__(self) -> str:
         if self.not_written:
             what = self.what or self.name
-            return (f"{what}: not written yet — fill in the TODO cell above; the rest of this notebook uses "
-                    f"the package's {what}.")
+            return (
+                f"{what}: not written yet — fill in the TODO cell above; the rest of this notebook uses "
+                f"the package's {what}."
+            )
         if self.passed:
             line = f"✓ {self.name}: passed {self.cases} cases (max error {self.max_error:.1g})"
             return line + (f"\n  note: {self.note}" if self.note else "")
@@ -118,8 +131,9 @@ def use(result: CheckResult, mine, package, what: str):
     return package
 
 
-def check_answer(name: str, got, expected=None, *, ok: Callable | None = None, rel: float = 0.0,
-                 hint: str = "", verbose: bool = True) -> CheckResult:
+def check_answer(
+    name: str, got, expected=None, *, ok: Callable | None = None, rel: float = 0.0, hint: str = "", verbose: bool = True
+) -> CheckResult:
     """Check a value an exercise asks for. ``got`` is ``...`` (Ellipsis) while the TODO is not filled in.
 
     Passes when ``ok(got)`` is true, or else when ``got`` equals ``expected`` (within ``rel`` relative
@@ -200,8 +214,9 @@ def _close(got, want, dtype, atol, rtol, slack=1.0, equal_nan=False) -> tuple[bo
         else:
             ok = bool((err <= slack * (atol + rtol * w32.abs())).all())
             idx = tuple(int(j) for j in torch.unravel_index(err.argmax(), err.shape)) if err.numel() else ()
-            detail = (f"at index {idx}: got {float(g32[idx]):.5g}, expected {float(w32[idx]):.5g}"
-                      if idx else "values differ")
+            detail = (
+                f"at index {idx}: got {float(g32[idx]):.5g}, expected {float(w32[idx]):.5g}" if idx else "values differ"
+            )
         if not ok:
             return False, worst, which + detail
     return True, worst, ""
@@ -210,8 +225,10 @@ def _close(got, want, dtype, atol, rtol, slack=1.0, equal_nan=False) -> tuple[bo
 def _dtype_problem(got, want) -> str:
     for g, w in zip(_as_tuple(got), _as_tuple(want)):
         if isinstance(g, torch.Tensor) and g.dtype != w.dtype:
-            return (f"the values are right but the output dtype is {g.dtype}, expected {w.dtype}: compute in "
-                    "float32 if you like, then cast back with .type_as(x) so the next layer gets its own dtype.")
+            return (
+                f"the values are right but the output dtype is {g.dtype}, expected {w.dtype}: compute in "
+                "float32 if you like, then cast back with .type_as(x) so the next layer gets its own dtype."
+            )
     return ""
 
 
@@ -267,8 +284,10 @@ def _exception_hint(e: BaseException, extra: str = "") -> str:
     elif "view size is not compatible" in low:
         tip = "a .view() after .transpose() needs .contiguous() first (or use .reshape())."
     elif "is invalid for input of size" in low:
-        tip = ("the sizes in your .view/.reshape do not multiply to the tensor's size: check your view/transpose; "
-               "q is (B, T, n_heads, head_dim), k and v are (B, T, n_kv_heads, head_dim).")
+        tip = (
+            "the sizes in your .view/.reshape do not multiply to the tensor's size: check your view/transpose; "
+            "q is (B, T, n_heads, head_dim), k and v are (B, T, n_kv_heads, head_dim)."
+        )
     elif "mat1 and mat2" in low or "size mismatch" in low:
         tip = "a matrix product got the wrong inner size: check nn.Linear(in, out) sizes and transpose before the product."
     elif "must match the size" in low or "size of tensor a" in low or "broadcast" in low:
@@ -284,8 +303,20 @@ def _exception_hint(e: BaseException, extra: str = "") -> str:
 
 
 # --- the runner ---------------------------------------------------------------------------------
-def _run(name, cases, learner, reference, mistakes, atol=2e-5, rtol=1e-4, fallback="", exc_extra=None,
-         verbose=True, what="", substep=None) -> CheckResult:
+def _run(
+    name,
+    cases,
+    learner,
+    reference,
+    mistakes,
+    atol=2e-5,
+    rtol=1e-4,
+    fallback="",
+    exc_extra=None,
+    verbose=True,
+    what="",
+    substep=None,
+) -> CheckResult:
     with torch.random.fork_rng(devices=[]):  # building modules draws from the global RNG: leave the learner's alone
         torch.manual_seed(0)
         result = _run_cases(name, cases, learner, reference, mistakes, atol, rtol, fallback, exc_extra, substep)
@@ -360,13 +391,18 @@ def _build(cls, *attempts):
             return cls(*args, **kwargs)
         except TypeError as e:
             errors.append(str(e))
-    shown = " or ".join(f"{cls.__name__}({', '.join([*map(repr, a), *(f'{k}={v!r}' for k, v in kw.items())])})"
-                        for a, kw in attempts)
+    shown = " or ".join(
+        f"{cls.__name__}({', '.join([*map(repr, a), *(f'{k}={v!r}' for k, v in kw.items())])})" for a, kw in attempts
+    )
     raise _SetupError(f"could not construct {shown}: {errors[0]}. Give the constructor that signature.")
 
 
-_ALIASES = {"freqs_cis": ("freqs_cis", "freqs", "freqs_complex", "rope"), "start_pos": ("start_pos", "pos"),
-            "mask": ("mask", "attn_mask"), "cache": ("cache", "kv_cache")}
+_ALIASES = {
+    "freqs_cis": ("freqs_cis", "freqs", "freqs_complex", "rope"),
+    "start_pos": ("start_pos", "pos"),
+    "mask": ("mask", "attn_mask"),
+    "cache": ("cache", "kv_cache"),
+}
 
 
 def _call_by_name(fn, x, available: dict, what: str):
@@ -380,8 +416,10 @@ def _call_by_name(fn, x, available: dict, what: str):
         elif p.default is p.empty:
             missing.append(p.name)
     if missing:
-        raise _SetupError(f"{what} has required argument(s) {missing} the check cannot fill; after x it can pass "
-                          f"{sorted(available)} by name (see the llama2_lab.checks docstring).")
+        raise _SetupError(
+            f"{what} has required argument(s) {missing} the check cannot fill; after x it can pass "
+            f"{sorted(available)} by name (see the llama2_lab.checks docstring)."
+        )
     return fn(x, **kwargs)
 
 
@@ -420,46 +458,94 @@ def _rms_variant(kind):
         elif kind == "no_eps":
             out = xf * torch.rsqrt(ms)
         elif kind.startswith("eps_fixed_"):
-            out = xf * torch.rsqrt(ms + float(kind[len("eps_fixed_"):]))
+            out = xf * torch.rsqrt(ms + float(kind[len("eps_fixed_") :]))
         elif kind == "sqrt_not_rsqrt":
             out = xf * torch.sqrt(ms + eps)
         else:
             out = xf * torch.rsqrt(ms + eps)
         out = out.type_as(x)
         return out if kind == "no_gain" else out * w
+
     return fn
 
 
 _RMS_MISTAKES = [
-    _Mistake("layernorm", "your output matches LayerNorm: RMSNorm does not subtract the mean. Use "
-             "x * rsqrt(mean(x², -1) + eps) with no mean-centering (and no bias).", _rms_variant("layernorm")),
-    _Mistake("eps_outside_sqrt", "your output matches eps added outside the square root, x / (sqrt(mean(x²)) + eps). "
-             "Put eps inside: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps).", _rms_variant("eps_outside_sqrt")),
-    _Mistake("no_eps", "your output matches RMSNorm without eps: add eps inside the square root, rsqrt(mean(x²) + eps), "
-             "so tiny vectors do not blow up.", _rms_variant("no_eps")),
-    _Mistake("eps_ignored", "your output matches eps = 1e-5 although the module was built with another eps: store "
-             "the constructor's eps (self.eps = eps) and use self.eps in forward (Meta's params.json sets norm_eps; "
-             "some Hugging Face configs use 1e-6).", _rms_variant("eps_fixed_1e-05")),
-    _Mistake("eps_ignored", "your output matches eps = 1e-6 although the module was built with another eps: store "
-             "the constructor's eps (self.eps = eps) and use self.eps in forward.", _rms_variant("eps_fixed_1e-06")),
-    _Mistake("no_gain", "your output matches RMSNorm without the gain: multiply by self.weight (the learned "
-             "per-channel gain g).", _rms_variant("no_gain")),
-    _Mistake("wrong_dim", "your output matches the mean of x² taken over the wrong dim: normalise each vector over "
-             "its last dim, x.pow(2).mean(-1, keepdim=True).", _rms_variant("wrong_dim_rows")),
-    _Mistake("wrong_dim", "your output matches the mean of x² taken over the wrong dim (dim 0): normalise each "
-             "vector over its last dim, x.pow(2).mean(-1, keepdim=True).", _rms_variant("wrong_dim_0")),
-    _Mistake("wrong_dim", "your output matches one mean of x² over the whole tensor: normalise each vector over "
-             "its last dim, x.pow(2).mean(-1, keepdim=True).", _rms_variant("wrong_dim_all")),
-    _Mistake("sum_not_mean", "your output matches the sum of squares instead of their mean: use .mean(-1, keepdim=True).",
-             _rms_variant("sum_not_mean")),
-    _Mistake("divides_by_std", "your output matches division by the standard deviation (x.var / x.std): RMSNorm "
-             "divides by the root mean square, sqrt(mean(x²) + eps), which does not subtract the mean.",
-             _rms_variant("divides_by_std")),
-    _Mistake("sqrt_not_rsqrt", "your output matches multiplying by the RMS: divide by it instead "
-             "(torch.rsqrt(ms + eps) is 1/sqrt).", _rms_variant("sqrt_not_rsqrt")),
-    _Mistake("no_upcast", "your output matches RMSNorm computed in the input's low precision: in float16, x² "
-             "overflows above 256. Compute in float32 (x.float()), then cast back with .type_as(x).",
-             _rms_variant("no_upcast")),
+    _Mistake(
+        "layernorm",
+        "your output matches LayerNorm: RMSNorm does not subtract the mean. Use "
+        "x * rsqrt(mean(x², -1) + eps) with no mean-centering (and no bias).",
+        _rms_variant("layernorm"),
+    ),
+    _Mistake(
+        "eps_outside_sqrt",
+        "your output matches eps added outside the square root, x / (sqrt(mean(x²)) + eps). "
+        "Put eps inside: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps).",
+        _rms_variant("eps_outside_sqrt"),
+    ),
+    _Mistake(
+        "no_eps",
+        "your output matches RMSNorm without eps: add eps inside the square root, rsqrt(mean(x²) + eps), "
+        "so tiny vectors do not blow up.",
+        _rms_variant("no_eps"),
+    ),
+    _Mistake(
+        "eps_ignored",
+        "your output matches eps = 1e-5 although the module was built with another eps: store "
+        "the constructor's eps (self.eps = eps) and use self.eps in forward (Meta's params.json sets norm_eps; "
+        "some Hugging Face configs use 1e-6).",
+        _rms_variant("eps_fixed_1e-05"),
+    ),
+    _Mistake(
+        "eps_ignored",
+        "your output matches eps = 1e-6 although the module was built with another eps: store "
+        "the constructor's eps (self.eps = eps) and use self.eps in forward.",
+        _rms_variant("eps_fixed_1e-06"),
+    ),
+    _Mistake(
+        "no_gain",
+        "your output matches RMSNorm without the gain: multiply by self.weight (the learned per-channel gain g).",
+        _rms_variant("no_gain"),
+    ),
+    _Mistake(
+        "wrong_dim",
+        "your output matches the mean of x² taken over the wrong dim: normalise each vector over "
+        "its last dim, x.pow(2).mean(-1, keepdim=True).",
+        _rms_variant("wrong_dim_rows"),
+    ),
+    _Mistake(
+        "wrong_dim",
+        "your output matches the mean of x² taken over the wrong dim (dim 0): normalise each "
+        "vector over its last dim, x.pow(2).mean(-1, keepdim=True).",
+        _rms_variant("wrong_dim_0"),
+    ),
+    _Mistake(
+        "wrong_dim",
+        "your output matches one mean of x² over the whole tensor: normalise each vector over "
+        "its last dim, x.pow(2).mean(-1, keepdim=True).",
+        _rms_variant("wrong_dim_all"),
+    ),
+    _Mistake(
+        "sum_not_mean",
+        "your output matches the sum of squares instead of their mean: use .mean(-1, keepdim=True).",
+        _rms_variant("sum_not_mean"),
+    ),
+    _Mistake(
+        "divides_by_std",
+        "your output matches division by the standard deviation (x.var / x.std): RMSNorm "
+        "divides by the root mean square, sqrt(mean(x²) + eps), which does not subtract the mean.",
+        _rms_variant("divides_by_std"),
+    ),
+    _Mistake(
+        "sqrt_not_rsqrt",
+        "your output matches multiplying by the RMS: divide by it instead (torch.rsqrt(ms + eps) is 1/sqrt).",
+        _rms_variant("sqrt_not_rsqrt"),
+    ),
+    _Mistake(
+        "no_upcast",
+        "your output matches RMSNorm computed in the input's low precision: in float16, x² "
+        "overflows above 256. Compute in float32 (x.float()), then cast back with .type_as(x).",
+        _rms_variant("no_upcast"),
+    ),
 ]
 
 
@@ -478,25 +564,37 @@ def _rms_cases() -> list[_Case]:
     for i, (shape, dtype, eps, scale, shift, note) in enumerate(spec):
         x = _randn(*shape, seed=100 + i, scale=scale, shift=shift).to(dtype)
         w = _randn(shape[-1], seed=200 + i, scale=0.5, shift=1.0).to(dtype)
-        cases.append(_Case(f"x {tuple(shape)} {str(dtype).replace('torch.', '')}, eps {eps:g} ({note})", dtype,
-                           dict(x=x, w=w, eps=eps)))
+        cases.append(
+            _Case(
+                f"x {tuple(shape)} {str(dtype).replace('torch.', '')}, eps {eps:g} ({note})",
+                dtype,
+                dict(x=x, w=w, eps=eps),
+            )
+        )
     return cases
 
 
 def _rms_learner(obj):
     if isinstance(obj, nn.Module) or _is_module_class(obj):
+
         def run(case):
             x, w, eps = case.data["x"], case.data["w"], case.data["eps"]
             dim = x.shape[-1]
             # The module is built with the case's eps and must use it: no eps is patched in afterwards.
-            m = obj if isinstance(obj, nn.Module) else _build(obj, ((dim,), {"eps": eps}), ((dim, eps), {}), ((dim,), {}))
+            m = (
+                obj
+                if isinstance(obj, nn.Module)
+                else _build(obj, ((dim,), {"eps": eps}), ((dim, eps), {}), ((dim,), {}))
+            )
             gain = getattr(m, "weight", None)
             if not isinstance(gain, torch.Tensor):
                 ones = [p for _, p in m.named_parameters() if p.shape == (dim,)]
                 if len(ones) != 1:
-                    raise _SetupError(f"{type(m).__name__}({dim}) should hold one gain of shape ({dim},) named "
-                                      f"`weight` (Meta's name); found parameters "
-                                      f"{[(n, tuple(p.shape)) for n, p in m.named_parameters()]}.")
+                    raise _SetupError(
+                        f"{type(m).__name__}({dim}) should hold one gain of shape ({dim},) named "
+                        f"`weight` (Meta's name); found parameters "
+                        f"{[(n, tuple(p.shape)) for n, p in m.named_parameters()]}."
+                    )
                 gain = ones[0]
             if tuple(gain.shape) != (dim,):
                 raise _SetupError(f"the gain `weight` has shape {tuple(gain.shape)}, expected ({dim},) for dim={dim}.")
@@ -504,18 +602,27 @@ def _rms_learner(obj):
             gain = getattr(m, "weight", gain)
             gain.data.copy_(w)
             return m(x)
+
         return run
     if callable(obj):
         return lambda case: obj(case.data["x"], case.data["w"], case.data["eps"])
-    raise TypeError(f"check_rmsnorm takes a class, a module or a function fn(x, weight, eps); got {type(obj).__name__}.")
+    raise TypeError(
+        f"check_rmsnorm takes a class, a module or a function fn(x, weight, eps); got {type(obj).__name__}."
+    )
 
 
 def check_rmsnorm(fn_or_module_class, verbose: bool = True) -> CheckResult:
     """Compare a learner's RMSNorm (class ``C(dim, eps=...)`` with gain ``weight``, or ``fn(x, weight, eps)``)."""
-    return _run("check_rmsnorm", _rms_cases(), _rms_learner(fn_or_module_class),
-                lambda c: _rms(c.data["x"], c.data["w"], c.data["eps"]), _RMS_MISTAKES,
-                fallback="Build it from x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight, in float32.",
-                verbose=verbose, what="RMSNorm")
+    return _run(
+        "check_rmsnorm",
+        _rms_cases(),
+        _rms_learner(fn_or_module_class),
+        lambda c: _rms(c.data["x"], c.data["w"], c.data["eps"]),
+        _RMS_MISTAKES,
+        fallback="Build it from x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight, in float32.",
+        verbose=verbose,
+        what="RMSNorm",
+    )
 
 
 # =============================================================================================
@@ -538,20 +645,41 @@ def _rope_table_variant(kind):
         if kind == "sin_cos_order":
             return torch.stack((angles.sin(), angles.cos()), -1)
         return torch.stack((angles.cos(), angles.sin()), -1)
+
     return fn
 
 
 _ROPE_TABLE_MISTAKES = [
-    _Mistake("theta_ignored", "your table matches theta = 10000 although another theta was asked for: use the "
-             "`theta` argument (Code Llama uses 1e6).", _rope_table_variant("theta_ignored")),
-    _Mistake("exponent", "your frequencies match theta^(−i/head_dim): the exponent is 2i/head_dim, i.e. "
-             "torch.arange(0, head_dim, 2) / head_dim.", _rope_table_variant("exponent_i")),
-    _Mistake("no_reciprocal", "your frequencies match theta^(+2i/head_dim): θ_i = 1 / theta^(2i/head_dim), slower "
-             "rotations for higher pairs.", _rope_table_variant("no_reciprocal")),
-    _Mistake("positions_off_by_one", "your table matches positions 1…end: positions start at 0 "
-             "(torch.arange(end)), so position 0 is not rotated at all.", _rope_table_variant("positions_from_1")),
-    _Mistake("sin_cos_order", "your table matches (sin, cos) pairs: the real form is (cos, sin) = "
-             "torch.view_as_real(torch.polar(ones, angles)).", _rope_table_variant("sin_cos_order")),
+    _Mistake(
+        "theta_ignored",
+        "your table matches theta = 10000 although another theta was asked for: use the "
+        "`theta` argument (Code Llama uses 1e6).",
+        _rope_table_variant("theta_ignored"),
+    ),
+    _Mistake(
+        "exponent",
+        "your frequencies match theta^(−i/head_dim): the exponent is 2i/head_dim, i.e. "
+        "torch.arange(0, head_dim, 2) / head_dim.",
+        _rope_table_variant("exponent_i"),
+    ),
+    _Mistake(
+        "no_reciprocal",
+        "your frequencies match theta^(+2i/head_dim): θ_i = 1 / theta^(2i/head_dim), slower "
+        "rotations for higher pairs.",
+        _rope_table_variant("no_reciprocal"),
+    ),
+    _Mistake(
+        "positions_off_by_one",
+        "your table matches positions 1…end: positions start at 0 "
+        "(torch.arange(end)), so position 0 is not rotated at all.",
+        _rope_table_variant("positions_from_1"),
+    ),
+    _Mistake(
+        "sin_cos_order",
+        "your table matches (sin, cos) pairs: the real form is (cos, sin) = "
+        "torch.view_as_real(torch.polar(ones, angles)).",
+        _rope_table_variant("sin_cos_order"),
+    ),
 ]
 
 
@@ -581,6 +709,7 @@ def _rope_apply_variant(kind):
             ra, rb = a * c - b * s, a * s + b * c
             out = torch.cat((ra, rb), -1) if kind == "rotate_half" else torch.stack((ra, rb), -1).flatten(-2)
             return out.type_as(x)
+
         if kind == "k_not_rotated":
             return rot(xq), xk
         if kind == "q_not_rotated":
@@ -588,23 +717,45 @@ def _rope_apply_variant(kind):
         if kind == "not_rotated":
             return xq, xk
         return rot(xq), rot(xk)
+
     return fn
 
 
 _ROPE_MISTAKES = [
-    _Mistake("rotate_half", "your output matches rotate-half pairs (x[i], x[i + head_dim/2]) — the Hugging Face "
-             "convention. Meta's checkpoints pair consecutive coordinates (x[2i], x[2i+1]): "
-             "x.float().reshape(*x.shape[:-1], -1, 2).", _rope_apply_variant("rotate_half")),
-    _Mistake("sin_sign", "your output matches a rotation by −mθ (the sign of sin flipped): x'[2i] = a·cos − b·sin, "
-             "x'[2i+1] = a·sin + b·cos.", _rope_apply_variant("sin_sign")),
-    _Mistake("cos_sin_swapped", "your output matches cos and sin swapped: the first component is a·cos − b·sin.",
-             _rope_apply_variant("cos_sin_swapped")),
-    _Mistake("k_not_rotated", "q is rotated but k is returned unrotated: rotate both (the relative-position property "
-             "needs the same rotation on q and k).", _rope_apply_variant("k_not_rotated")),
-    _Mistake("q_not_rotated", "k is rotated but q is returned unrotated: rotate both q and k.",
-             _rope_apply_variant("q_not_rotated")),
-    _Mistake("not_rotated", "q and k come back unrotated: multiply each pair by e^{i·m·θ_i} (freqs_cis).",
-             _rope_apply_variant("not_rotated")),
+    _Mistake(
+        "rotate_half",
+        "your output matches rotate-half pairs (x[i], x[i + head_dim/2]) — the Hugging Face "
+        "convention. Meta's checkpoints pair consecutive coordinates (x[2i], x[2i+1]): "
+        "x.float().reshape(*x.shape[:-1], -1, 2).",
+        _rope_apply_variant("rotate_half"),
+    ),
+    _Mistake(
+        "sin_sign",
+        "your output matches a rotation by −mθ (the sign of sin flipped): x'[2i] = a·cos − b·sin, "
+        "x'[2i+1] = a·sin + b·cos.",
+        _rope_apply_variant("sin_sign"),
+    ),
+    _Mistake(
+        "cos_sin_swapped",
+        "your output matches cos and sin swapped: the first component is a·cos − b·sin.",
+        _rope_apply_variant("cos_sin_swapped"),
+    ),
+    _Mistake(
+        "k_not_rotated",
+        "q is rotated but k is returned unrotated: rotate both (the relative-position property "
+        "needs the same rotation on q and k).",
+        _rope_apply_variant("k_not_rotated"),
+    ),
+    _Mistake(
+        "q_not_rotated",
+        "k is rotated but q is returned unrotated: rotate both q and k.",
+        _rope_apply_variant("q_not_rotated"),
+    ),
+    _Mistake(
+        "not_rotated",
+        "q and k come back unrotated: multiply each pair by e^{i·m·θ_i} (freqs_cis).",
+        _rope_apply_variant("not_rotated"),
+    ),
 ]
 
 
@@ -621,16 +772,24 @@ def _rope_apply_cases() -> list[_Case]:
         xq = _randn(B, T, H, hd, seed=300 + i).to(dtype)
         xk = _randn(B, T, KV, hd, seed=400 + i).to(dtype)
         table = _rope.freqs_cis_real(hd, start + T)[start:]  # (T, hd/2, 2)
-        label = (f"xq {(B, T, H, hd)}, xk {(B, T, KV, hd)} {str(dtype).replace('torch.', '')}, "
-                 f"positions {start}..{start + T - 1}")
+        label = (
+            f"xq {(B, T, H, hd)}, xk {(B, T, KV, hd)} {str(dtype).replace('torch.', '')}, "
+            f"positions {start}..{start + T - 1}"
+        )
         cases.append(_Case(label, dtype, dict(xq=xq, xk=xk, table=table, start=start, head_dim=hd)))
     return cases
 
 
 def _rope_table_cases() -> list[_Case]:
     spec = [(8, 6, 10000.0), (16, 12, 10000.0), (32, 64, 1e6), (128, 40, 10000.0)]
-    return [_Case(f"precompute_freqs_cis(head_dim={hd}, end={end}, theta={theta:g})", torch.float32,
-                  dict(head_dim=hd, end=end, theta=theta)) for hd, end, theta in spec]
+    return [
+        _Case(
+            f"precompute_freqs_cis(head_dim={hd}, end={end}, theta={theta:g})",
+            torch.float32,
+            dict(head_dim=hd, end=end, theta=theta),
+        )
+        for hd, end, theta in spec
+    ]
 
 
 def check_rope(apply_rotary_emb=None, precompute_freqs_cis=None, verbose: bool = True) -> CheckResult:
@@ -644,23 +803,34 @@ def check_rope(apply_rotary_emb=None, precompute_freqs_cis=None, verbose: bool =
     result = None
     notes: list[str] = []
     if precompute_freqs_cis is not None:  # check the table first; its verdict is printed only if it fails
+
         def table_learner(case):
             d = case.data
             table = precompute_freqs_cis(d["head_dim"], d["end"], d["theta"])
             if isinstance(table, torch.Tensor) and table.dtype in (torch.complex128, torch.float64):
                 # Right values in a wider dtype are fine: note it, compare the values.
                 if not notes:
-                    notes.append(f"your table is {str(table.dtype).replace('torch.', '')}; Meta's is complex64 "
-                                 "(float32 angles). The values agree, so it is accepted; complex64 halves its memory "
-                                 "and matches the reference bit for bit.")
+                    notes.append(
+                        f"your table is {str(table.dtype).replace('torch.', '')}; Meta's is complex64 "
+                        "(float32 angles). The values agree, so it is accepted; complex64 halves its memory "
+                        "and matches the reference bit for bit."
+                    )
                 table = table.to(torch.complex64 if table.is_complex() else torch.float32)
             return _to_real_table(table)
-        result = _run("check_rope (precompute_freqs_cis)", _rope_table_cases(), table_learner,
-                      lambda c: _rope.freqs_cis_real(c.data["head_dim"], c.data["end"], c.data["theta"]),
-                      _ROPE_TABLE_MISTAKES, atol=1e-4, rtol=1e-4,
-                      fallback="Angles are outer(arange(end), 1 / theta ** (arange(0, hd, 2) / hd)); the table "
-                               "is torch.polar(ones, angles), complex64 (end, head_dim/2).", verbose=False,
-                      what="RoPE table" if apply_rotary_emb is None else "RoPE")
+
+        result = _run(
+            "check_rope (precompute_freqs_cis)",
+            _rope_table_cases(),
+            table_learner,
+            lambda c: _rope.freqs_cis_real(c.data["head_dim"], c.data["end"], c.data["theta"]),
+            _ROPE_TABLE_MISTAKES,
+            atol=1e-4,
+            rtol=1e-4,
+            fallback="Angles are outer(arange(end), 1 / theta ** (arange(0, hd, 2) / hd)); the table "
+            "is torch.polar(ones, angles), complex64 (end, head_dim/2).",
+            verbose=False,
+            what="RoPE table" if apply_rotary_emb is None else "RoPE",
+        )
         if not result.passed or apply_rotary_emb is None:
             if result.passed and notes:
                 result.note = notes[0]
@@ -669,15 +839,21 @@ def check_rope(apply_rotary_emb=None, precompute_freqs_cis=None, verbose: bool =
     def apply_learner(case):
         d = case.data
         if precompute_freqs_cis is not None:
-            freqs = precompute_freqs_cis(d["head_dim"], d["start"] + d["xq"].shape[1], 10000.0)[d["start"]:]
+            freqs = precompute_freqs_cis(d["head_dim"], d["start"] + d["xq"].shape[1], 10000.0)[d["start"] :]
         else:
             freqs = torch.view_as_complex(d["table"].contiguous())  # (T, hd/2) complex64, as Meta's
         return apply_rotary_emb(d["xq"].clone(), d["xk"].clone(), freqs)
 
-    out = _run("check_rope", _rope_apply_cases(), apply_learner,
-               lambda c: _rope.apply_rotary_emb(c.data["xq"], c.data["xk"], c.data["table"]), _ROPE_MISTAKES,
-               fallback="Pair (x[2i], x[2i+1]) at position m is rotated by the angle m·θ_i, in float32, then cast back.",
-               verbose=False, what="apply_rotary_emb" if precompute_freqs_cis is None else "RoPE")
+    out = _run(
+        "check_rope",
+        _rope_apply_cases(),
+        apply_learner,
+        lambda c: _rope.apply_rotary_emb(c.data["xq"], c.data["xk"], c.data["table"]),
+        _ROPE_MISTAKES,
+        fallback="Pair (x[2i], x[2i+1]) at position m is rotated by the angle m·θ_i, in float32, then cast back.",
+        verbose=False,
+        what="apply_rotary_emb" if precompute_freqs_cis is None else "RoPE",
+    )
     if result is not None and out.passed:
         out.cases += result.cases
         out.max_error = max(out.max_error, result.max_error)
@@ -693,48 +869,80 @@ def _swiglu_variant(kind):
     def fn(case):
         x, w1, w2, w3 = (case.data[k] for k in ("x", "w1", "w2", "w3"))
         a, b = F.linear(x, w1), F.linear(x, w3)  # gate, value: (…, hidden)
-        h = {"swapped": lambda: F.silu(b) * a,
-             "relu": lambda: F.relu(a) * b,
-             "gelu": lambda: F.gelu(a) * b,
-             "gelu_tanh": lambda: F.gelu(a, approximate="tanh") * b,
-             "silu_on_product": lambda: F.silu(a * b),
-             "sigmoid": lambda: torch.sigmoid(a) * b,
-             "added": lambda: F.silu(a) + b,
-             "no_value": lambda: F.silu(a)}[kind]()
+        h = {
+            "swapped": lambda: F.silu(b) * a,
+            "relu": lambda: F.relu(a) * b,
+            "gelu": lambda: F.gelu(a) * b,
+            "gelu_tanh": lambda: F.gelu(a, approximate="tanh") * b,
+            "silu_on_product": lambda: F.silu(a * b),
+            "sigmoid": lambda: torch.sigmoid(a) * b,
+            "added": lambda: F.silu(a) + b,
+            "no_value": lambda: F.silu(a),
+        }[kind]()
         return F.linear(h, w2)
+
     return fn
 
 
 _SWIGLU_MISTAKES = [
-    _Mistake("gate_value_swapped", "your output matches the gate and value swapped: w1 is the gate (it goes through "
-             "SiLU), w3 is the value: w2(silu(w1(x)) * w3(x)).", _swiglu_variant("swapped")),
-    _Mistake("relu", "your output matches ReLU as the gate's activation: SwiGLU uses SiLU (x·sigmoid(x)), "
-             "F.silu.", _swiglu_variant("relu")),
-    _Mistake("gelu", "your output matches GELU as the gate's activation: SwiGLU uses SiLU (x·sigmoid(x)), F.silu "
-             "(GELU is GeGLU).", _swiglu_variant("gelu")),
-    _Mistake("gelu", "your output matches GELU (tanh approximation): SwiGLU uses SiLU, F.silu.",
-             _swiglu_variant("gelu_tanh")),
-    _Mistake("silu_on_product", "your output matches SiLU applied to the product: apply it to the gate only, "
-             "silu(w1(x)) * w3(x).", _swiglu_variant("silu_on_product")),
-    _Mistake("sigmoid", "your output matches a sigmoid gate (the original GLU): Swish/SiLU is x·sigmoid(x), F.silu.",
-             _swiglu_variant("sigmoid")),
-    _Mistake("added", "your output matches gate + value: the gate multiplies the value, silu(w1(x)) * w3(x).",
-             _swiglu_variant("added")),
-    _Mistake("no_value", "your output matches w2(silu(w1(x))) with no value path: multiply by w3(x) before w2.",
-             _swiglu_variant("no_value")),
+    _Mistake(
+        "gate_value_swapped",
+        "your output matches the gate and value swapped: w1 is the gate (it goes through "
+        "SiLU), w3 is the value: w2(silu(w1(x)) * w3(x)).",
+        _swiglu_variant("swapped"),
+    ),
+    _Mistake(
+        "relu",
+        "your output matches ReLU as the gate's activation: SwiGLU uses SiLU (x·sigmoid(x)), F.silu.",
+        _swiglu_variant("relu"),
+    ),
+    _Mistake(
+        "gelu",
+        "your output matches GELU as the gate's activation: SwiGLU uses SiLU (x·sigmoid(x)), F.silu (GELU is GeGLU).",
+        _swiglu_variant("gelu"),
+    ),
+    _Mistake(
+        "gelu", "your output matches GELU (tanh approximation): SwiGLU uses SiLU, F.silu.", _swiglu_variant("gelu_tanh")
+    ),
+    _Mistake(
+        "silu_on_product",
+        "your output matches SiLU applied to the product: apply it to the gate only, silu(w1(x)) * w3(x).",
+        _swiglu_variant("silu_on_product"),
+    ),
+    _Mistake(
+        "sigmoid",
+        "your output matches a sigmoid gate (the original GLU): Swish/SiLU is x·sigmoid(x), F.silu.",
+        _swiglu_variant("sigmoid"),
+    ),
+    _Mistake(
+        "added",
+        "your output matches gate + value: the gate multiplies the value, silu(w1(x)) * w3(x).",
+        _swiglu_variant("added"),
+    ),
+    _Mistake(
+        "no_value",
+        "your output matches w2(silu(w1(x))) with no value path: multiply by w3(x) before w2.",
+        _swiglu_variant("no_value"),
+    ),
 ]
 
 
 def _swiglu_cases() -> list[_Case]:
-    spec = [((2, 5, 16), 48, torch.float32), ((1, 3, 32), 96, torch.float32), ((4, 24), 64, torch.float32),
-            ((2, 3, 64), 192, torch.bfloat16)]
+    spec = [
+        ((2, 5, 16), 48, torch.float32),
+        ((1, 3, 32), 96, torch.float32),
+        ((4, 24), 64, torch.float32),
+        ((2, 3, 64), 192, torch.bfloat16),
+    ]
     cases = []
     for i, (shape, hidden, dtype) in enumerate(spec):
         dim = shape[-1]
-        d = dict(x=_randn(*shape, seed=500 + i),
-                 w1=_randn(hidden, dim, seed=510 + i, scale=dim ** -0.5),
-                 w2=_randn(dim, hidden, seed=520 + i, scale=hidden ** -0.5),
-                 w3=_randn(hidden, dim, seed=530 + i, scale=dim ** -0.5))
+        d = dict(
+            x=_randn(*shape, seed=500 + i),
+            w1=_randn(hidden, dim, seed=510 + i, scale=dim**-0.5),
+            w2=_randn(dim, hidden, seed=520 + i, scale=hidden**-0.5),
+            w3=_randn(hidden, dim, seed=530 + i, scale=dim**-0.5),
+        )
         d = {k: v.to(dtype) for k, v in d.items()}
         cases.append(_Case(f"x {shape} {str(dtype).replace('torch.', '')}, dim {dim}, hidden {hidden}", dtype, d))
     return cases
@@ -742,25 +950,34 @@ def _swiglu_cases() -> list[_Case]:
 
 def _swiglu_learner(obj):
     if isinstance(obj, nn.Module) or _is_module_class(obj):
+
         def run(case):
             d = case.data
             hidden, dim = d["w1"].shape
-            m = obj if isinstance(obj, nn.Module) else _build(obj, ((dim, hidden), {}),
-                                                              ((), {"dim": dim, "hidden_dim": hidden}))
+            m = (
+                obj
+                if isinstance(obj, nn.Module)
+                else _build(obj, ((dim, hidden), {}), ((), {"dim": dim, "hidden_dim": hidden}))
+            )
             for name in ("w1", "w2", "w3"):
                 lin = getattr(m, name, None)
                 if not isinstance(lin, nn.Linear):
-                    raise _SetupError(f"{type(m).__name__} needs nn.Linear layers named w1 (gate), w2 (down) and "
-                                      f"w3 (value), Meta's names; `{name}` is {type(lin).__name__}.")
+                    raise _SetupError(
+                        f"{type(m).__name__} needs nn.Linear layers named w1 (gate), w2 (down) and "
+                        f"w3 (value), Meta's names; `{name}` is {type(lin).__name__}."
+                    )
                 if tuple(lin.weight.shape) != tuple(d[name].shape):
-                    raise _SetupError(f"{name}.weight has shape {tuple(lin.weight.shape)}, expected "
-                                      f"{tuple(d[name].shape)}: w1, w3 = nn.Linear(dim, hidden), w2 = nn.Linear(hidden, dim).")
+                    raise _SetupError(
+                        f"{name}.weight has shape {tuple(lin.weight.shape)}, expected "
+                        f"{tuple(d[name].shape)}: w1, w3 = nn.Linear(dim, hidden), w2 = nn.Linear(hidden, dim)."
+                    )
                 if lin.bias is not None:
                     raise _SetupError(f"{name} has a bias: Llama has none (nn.Linear(..., bias=False)).")
             m = m.to(case.dtype)
             for name in ("w1", "w2", "w3"):
                 getattr(m, name).weight.data.copy_(d[name])
             return m(d["x"])
+
         return run
     if callable(obj):
         return lambda case: obj(*(case.data[k] for k in ("x", "w1", "w2", "w3")))
@@ -769,9 +986,16 @@ def _swiglu_learner(obj):
 
 def check_swiglu(module_class_or_fn, verbose: bool = True) -> CheckResult:
     """Compare a learner's SwiGLU: class ``C(dim, hidden_dim)`` with w1/w2/w3, or ``fn(x, w1, w2, w3)``."""
-    return _run("check_swiglu", _swiglu_cases(), _swiglu_learner(module_class_or_fn),
-                lambda c: _ffn.swiglu(c.data["x"], c.data["w1"], c.data["w2"], c.data["w3"]), _SWIGLU_MISTAKES,
-                fallback="SwiGLU is w2(silu(w1(x)) * w3(x)) with no biases.", verbose=verbose, what="SwiGLU")
+    return _run(
+        "check_swiglu",
+        _swiglu_cases(),
+        _swiglu_learner(module_class_or_fn),
+        lambda c: _ffn.swiglu(c.data["x"], c.data["w1"], c.data["w2"], c.data["w3"]),
+        _SWIGLU_MISTAKES,
+        fallback="SwiGLU is w2(silu(w1(x)) * w3(x)) with no biases.",
+        verbose=verbose,
+        what="SwiGLU",
+    )
 
 
 # =============================================================================================
@@ -789,38 +1013,71 @@ def _repeat_variant(kind):
         if kind == "batch_axis":
             return x.repeat_interleave(n, dim=0)
         raise ValueError(kind)
+
     return fn
 
 
 _REPEAT_MISTAKES = [
-    _Mistake("tiled", "your output matches the heads tiled (query head h gets KV head h % n_kv_heads): each KV head "
-             "must serve a *contiguous* group, h // n_rep — repeat each head n_rep times in place "
-             "(x[:, :, :, None, :].expand(...) or x.repeat_interleave(n_rep, dim=2)).", _repeat_variant("tiled")),
-    _Mistake("seq_axis", "you repeated along the sequence axis (dim 1): repeat along the head axis, dim 2 of "
-             "(B, S, n_kv_heads, head_dim).", _repeat_variant("seq_axis")),
-    _Mistake("batch_axis", "you repeated along the batch axis (dim 0): repeat along the head axis, dim 2.",
-             _repeat_variant("batch_axis")),
-    _Mistake("not_repeated", "the output is the input unchanged: with n_rep > 1 every KV head must appear n_rep times, "
-             "giving (B, S, n_kv_heads·n_rep, head_dim).", _repeat_variant("not_repeated")),
+    _Mistake(
+        "tiled",
+        "your output matches the heads tiled (query head h gets KV head h % n_kv_heads): each KV head "
+        "must serve a *contiguous* group, h // n_rep — repeat each head n_rep times in place "
+        "(x[:, :, :, None, :].expand(...) or x.repeat_interleave(n_rep, dim=2)).",
+        _repeat_variant("tiled"),
+    ),
+    _Mistake(
+        "seq_axis",
+        "you repeated along the sequence axis (dim 1): repeat along the head axis, dim 2 of "
+        "(B, S, n_kv_heads, head_dim).",
+        _repeat_variant("seq_axis"),
+    ),
+    _Mistake(
+        "batch_axis",
+        "you repeated along the batch axis (dim 0): repeat along the head axis, dim 2.",
+        _repeat_variant("batch_axis"),
+    ),
+    _Mistake(
+        "not_repeated",
+        "the output is the input unchanged: with n_rep > 1 every KV head must appear n_rep times, "
+        "giving (B, S, n_kv_heads·n_rep, head_dim).",
+        _repeat_variant("not_repeated"),
+    ),
 ]
 
 
 def _repeat_cases() -> list[_Case]:
-    spec = [((2, 5, 4, 8), 1, torch.float32), ((1, 6, 2, 8), 2, torch.float32), ((2, 3, 2, 16), 4, torch.float32),
-            ((1, 4, 1, 8), 8, torch.float32), ((1, 3, 2, 8), 3, torch.bfloat16)]
+    spec = [
+        ((2, 5, 4, 8), 1, torch.float32),
+        ((1, 6, 2, 8), 2, torch.float32),
+        ((2, 3, 2, 16), 4, torch.float32),
+        ((1, 4, 1, 8), 8, torch.float32),
+        ((1, 3, 2, 8), 3, torch.bfloat16),
+    ]
     cases = []
     for i, (shape, n_rep, dtype) in enumerate(spec):
         kind = "MHA" if n_rep == 1 else ("MQA" if shape[2] == 1 else "GQA")
-        cases.append(_Case(f"x {shape} {str(dtype).replace('torch.', '')}, n_rep {n_rep} ({kind})", dtype,
-                           dict(x=_randn(*shape, seed=600 + i).to(dtype), n_rep=n_rep)))
+        cases.append(
+            _Case(
+                f"x {shape} {str(dtype).replace('torch.', '')}, n_rep {n_rep} ({kind})",
+                dtype,
+                dict(x=_randn(*shape, seed=600 + i).to(dtype), n_rep=n_rep),
+            )
+        )
     return cases
 
 
 def check_repeat_kv(fn, verbose: bool = True) -> CheckResult:
     """Compare ``fn(x, n_rep)``: (B, S, n_kv_heads, head_dim) -> (B, S, n_kv_heads·n_rep, head_dim)."""
-    return _run("check_repeat_kv", _repeat_cases(), lambda c: fn(c.data["x"].clone(), c.data["n_rep"]),
-                lambda c: _attn.repeat_kv(c.data["x"], c.data["n_rep"]), _REPEAT_MISTAKES,
-                fallback="Query head h uses KV head h // n_rep.", verbose=verbose, what="repeat_kv")
+    return _run(
+        "check_repeat_kv",
+        _repeat_cases(),
+        lambda c: fn(c.data["x"].clone(), c.data["n_rep"]),
+        lambda c: _attn.repeat_kv(c.data["x"], c.data["n_rep"]),
+        _REPEAT_MISTAKES,
+        fallback="Query head h uses KV head h // n_rep.",
+        verbose=verbose,
+        what="repeat_kv",
+    )
 
 
 # =============================================================================================
@@ -856,8 +1113,11 @@ def _attention_fn(x, W, freqs, n_heads, n_kv, starts, kind=None):
         scores = q[:, :, s:e] @ ks.transpose(-2, -1) / scale  # (B, n_heads, t, S)
         qpos = torch.arange(s, e)[:, None] - (s if kind in ("cache_ignored", "mask_not_offset") else 0)
         kpos = torch.arange(ks.shape[2])[None, :]
-        allowed = {"no_mask": torch.ones_like(kpos <= qpos), "mask_excludes_diagonal": kpos < qpos,
-                   "mask_off_by_one": kpos <= qpos + 1}.get(kind, kpos <= qpos)
+        allowed = {
+            "no_mask": torch.ones_like(kpos <= qpos),
+            "mask_excludes_diagonal": kpos < qpos,
+            "mask_off_by_one": kpos <= qpos + 1,
+        }.get(kind, kpos <= qpos)
         scores = scores.masked_fill(~allowed, float("-inf"))
         probs = torch.softmax(scores, dim=-2 if kind == "softmax_wrong_dim" else -1)
         outs.append(probs @ kv_)  # (B, n_heads, t, head_dim)
@@ -872,36 +1132,39 @@ def _attention_fn(x, W, freqs, n_heads, n_kv, starts, kind=None):
 
 _ATTN_HINTS = {
     "no_mask": "your output matches attention with no causal mask: query i may only see keys j ≤ i (mask the "
-               "upper triangle with -inf before the softmax).",
+    "upper triangle with -inf before the softmax).",
     "mask_excludes_diagonal": "your output matches a causal mask that also hides the diagonal (j < i): a token must "
-                              "see itself — torch.triu(..., diagonal=1) marks the *forbidden* entries.",
+    "see itself — torch.triu(..., diagonal=1) marks the *forbidden* entries.",
     "mask_off_by_one": "your output matches a causal mask off by one (query i sees key i+1): use "
-                       "torch.triu(full(-inf), diagonal=1).",
+    "torch.triu(full(-inf), diagonal=1).",
     "repeat_tiled": "your output matches KV heads tiled (query head h reads KV head h % n_kv_heads): Llama groups "
-                    "them, h // n_rep — use repeat_kv (repeat_interleave on the head axis), not .repeat.",
+    "them, h // n_rep — use repeat_kv (repeat_interleave on the head axis), not .repeat.",
     "scale_head_dim": "your output matches scores divided by head_dim: divide by sqrt(head_dim).",
     "no_scale": "your output matches unscaled scores: divide q·kᵀ by sqrt(head_dim).",
     "softmax_wrong_dim": "your output matches a softmax over the query axis: normalise over the keys, dim=-1 of "
-                         "(B, n_heads, T, S).",
+    "(B, n_heads, T, S).",
     "rotate_v": "your output matches RoPE applied to v as well: rotate only q and k; values carry content, not "
-                "position.",
+    "position.",
     "no_rope": "your output matches attention without RoPE: rotate q and k with apply_rotary_emb before the scores.",
     "rope_rotate_half": "your output matches rotate-half RoPE: Meta's weights need interleaved pairs (x[2i], x[2i+1]).",
     "merge_without_transpose": "your output matches heads merged without transposing back: (B, n_heads, T, hd) "
-                               "-> .transpose(1, 2) -> (B, T, n_heads, hd) -> .reshape(B, T, dim).",
+    "-> .transpose(1, 2) -> (B, T, n_heads, hd) -> .reshape(B, T, dim).",
     "no_wo": "your output matches the heads' output without the wo projection: finish with self.wo(out).",
     "cache_ignored": "the uncached output is right but the cached one matches attending only to the new tokens: "
-                     "write k, v into the cache at start_pos, then attend to the cache prefix [:start_pos + T].",
+    "write k, v into the cache at start_pos, then attend to the cache prefix [:start_pos + T].",
     "mask_not_offset": "the uncached output is right but the cached chunk matches a causal mask not offset by "
-                       "start_pos: query i sits at position start_pos + i and sees keys j ≤ start_pos + i.",
+    "start_pos: query i sits at position start_pos + i and sees keys j ≤ start_pos + i.",
 }
-_ATTN_FALLBACK = ("Llama attention: q, k, v = wq(x), wk(x), wv(x) split into heads; RoPE on q and k; repeat_kv; "
-                  "softmax(q kᵀ / sqrt(head_dim) + causal mask) v; merge heads; wo.")
+_ATTN_FALLBACK = (
+    "Llama attention: q, k, v = wq(x), wk(x), wv(x) split into heads; RoPE on q and k; repeat_kv; "
+    "softmax(q kᵀ / sqrt(head_dim) + causal mask) v; merge heads; wo."
+)
 
 
 def _attn_args(n_heads, n_kv, dim, max_len=64) -> ModelArgs:
-    return ModelArgs(dim=dim, n_layers=2, n_heads=n_heads, n_kv_heads=n_kv, vocab_size=96, multiple_of=16,
-                     max_seq_len=max_len)
+    return ModelArgs(
+        dim=dim, n_layers=2, n_heads=n_heads, n_kv_heads=n_kv, vocab_size=96, multiple_of=16, max_seq_len=max_len
+    )
 
 
 def _meta_mask(T: int, S: int) -> torch.Tensor:
@@ -914,42 +1177,57 @@ def _run_chunks(forward, x, table, starts, make_cache, uses_cache):
     T = x.shape[1]
     if not uses_cache:
         freqs = torch.view_as_complex(table.contiguous())
-        return _call_by_name(forward, x, dict(freqs_cis=freqs, start_pos=0, mask=_meta_mask(T, T), cache=None),
-                             "forward")
+        return _call_by_name(
+            forward, x, dict(freqs_cis=freqs, start_pos=0, mask=_meta_mask(T, T), cache=None), "forward"
+        )
     cache = make_cache()
     bounds, outs = list(starts) + [T], []
     for s, e in zip(bounds[:-1], bounds[1:]):
         freqs = torch.view_as_complex(table[s:e].contiguous())
-        outs.append(_call_by_name(forward, x[:, s:e], dict(freqs_cis=freqs, start_pos=s, mask=_meta_mask(e - s, e),
-                                                           cache=cache), "forward"))
+        outs.append(
+            _call_by_name(
+                forward,
+                x[:, s:e],
+                dict(freqs_cis=freqs, start_pos=s, mask=_meta_mask(e - s, e), cache=cache),
+                "forward",
+            )
+        )
     return torch.cat(outs, 1)
 
 
 def _attention_cases(cached: bool) -> list[_Case]:
     spec = [  # (n_heads, n_kv_heads, dim, B, T, dtype)
-        (4, 4, 32, 2, 6, torch.float32),   # MHA
-        (4, 2, 32, 2, 7, torch.float32),   # GQA, n_rep 2
-        (8, 2, 64, 1, 9, torch.float32),   # GQA, n_rep 4
-        (4, 1, 32, 2, 5, torch.float32),   # MQA
+        (4, 4, 32, 2, 6, torch.float32),  # MHA
+        (4, 2, 32, 2, 7, torch.float32),  # GQA, n_rep 2
+        (8, 2, 64, 1, 9, torch.float32),  # GQA, n_rep 4
+        (4, 1, 32, 2, 5, torch.float32),  # MQA
         (4, 2, 64, 1, 8, torch.bfloat16),
     ]
     cases = []
     for i, (H, KV, dim, B, T, dtype) in enumerate(spec):
         hd = dim // H
-        W = {"wq": _randn(H * hd, dim, seed=700 + i, scale=1.5 * dim ** -0.5),
-             "wk": _randn(KV * hd, dim, seed=710 + i, scale=1.5 * dim ** -0.5),
-             "wv": _randn(KV * hd, dim, seed=720 + i, scale=dim ** -0.5),
-             "wo": _randn(dim, H * hd, seed=730 + i, scale=dim ** -0.5)}
+        W = {
+            "wq": _randn(H * hd, dim, seed=700 + i, scale=1.5 * dim**-0.5),
+            "wk": _randn(KV * hd, dim, seed=710 + i, scale=1.5 * dim**-0.5),
+            "wv": _randn(KV * hd, dim, seed=720 + i, scale=dim**-0.5),
+            "wo": _randn(dim, H * hd, seed=730 + i, scale=dim**-0.5),
+        }
         W = {k: w.to(dtype) for k, w in W.items()}
         x = _randn(B, T, dim, seed=740 + i).to(dtype)
         kind = "MHA" if H == KV else ("MQA" if KV == 1 else f"GQA n_rep {H // KV}")
         label = f"x {(B, T, dim)} {str(dtype).replace('torch.', '')}, n_heads {H}, n_kv_heads {KV} ({kind})"
-        cases.append(_Case(label, dtype, dict(W=W, x=x, H=H, KV=KV, dim=dim, starts=[0], table=_rope.freqs_cis_real(hd, T))))
+        cases.append(
+            _Case(label, dtype, dict(W=W, x=x, H=H, KV=KV, dim=dim, starts=[0], table=_rope.freqs_cis_real(hd, T)))
+        )
         if cached and dtype == torch.float32 and i in (1, 3):
             starts = [0, 3, T - 1]  # prefill 3, a chunk, then one token
-            cases.append(_Case(label + f", cached in chunks starting at {starts}", dtype,
-                               dict(W=W, x=x, H=H, KV=KV, dim=dim, starts=starts,
-                                    table=_rope.freqs_cis_real(hd, T))))
+            cases.append(
+                _Case(
+                    label + f", cached in chunks starting at {starts}",
+                    dtype,
+                    dict(W=W, x=x, H=H, KV=KV, dim=dim, starts=starts, table=_rope.freqs_cis_real(hd, T)),
+                )
+            )
     return cases
 
 
@@ -962,14 +1240,24 @@ def _load_weights(module: nn.Module, state: dict, what: str) -> None:
         tied = ""
         if "output.weight" in missing:
             tied = " Llama 2's output head is untied from the embedding: add self.output = nn.Linear(dim, vocab, bias=False)."
-        raise _SetupError(f"{what} lacks Meta's parameter name(s) {missing[:4]}{'…' if len(missing) > 4 else ''}"
-                          f"{'; it has ' + str(extra[:4]) if extra else ''}.{tied} Use Meta's names "
-                          "(wq, wk, wv, wo; w1, w2, w3; attention_norm, ffn_norm, norm, output).")
+        raise _SetupError(
+            f"{what} lacks Meta's parameter name(s) {missing[:4]}{'…' if len(missing) > 4 else ''}"
+            f"{'; it has ' + str(extra[:4]) if extra else ''}.{tied} Use Meta's names "
+            "(wq, wk, wv, wo; w1, w2, w3; attention_norm, ffn_norm, norm, output)."
+        )
     for k, v in state.items():
         if tuple(own[k].shape) != tuple(v.shape):
             raise _SetupError(f"{what}: {k} has shape {tuple(own[k].shape)}, the package's has {tuple(v.shape)}.")
-    extra = [k for k, v in own.items() if k not in state and isinstance(v, torch.Tensor) and v.is_floating_point()
-             and "freqs" not in k and "cache" not in k and "mask" not in k]
+    extra = [
+        k
+        for k, v in own.items()
+        if k not in state
+        and isinstance(v, torch.Tensor)
+        and v.is_floating_point()
+        and "freqs" not in k
+        and "cache" not in k
+        and "mask" not in k
+    ]
     if extra:
         raise _SetupError(f"{what} has parameter(s) Llama does not: {extra[:4]} (no biases anywhere in Llama).")
     module.load_state_dict(state, strict=False)
@@ -1004,8 +1292,10 @@ def _exc_extra_heads(case: _Case, e: BaseException) -> str:
     H, KV = d.get("H"), d.get("KV")
     B = d["x"].shape[0] if isinstance(d.get("x"), torch.Tensor) else 1
     if H and KV and H != KV and _heads_evidence(str(e).split("\n")[0], H, KV, B):
-        return (f"The sizes in the error are n_heads={H} against n_kv_heads={KV} (a factor n_rep={H // KV}): "
-                f"did you repeat_kv k and v before the scores? ")
+        return (
+            f"The sizes in the error are n_heads={H} against n_kv_heads={KV} (a factor n_rep={H // KV}): "
+            f"did you repeat_kv k and v before the scores? "
+        )
     return ""
 
 
@@ -1034,11 +1324,33 @@ def check_attention(module_class, verbose: bool = True) -> CheckResult:
         ref = ref.to(case.dtype)
         return ref(d["x"], d["table"])
 
-    mistakes = [_Mistake(k, h, (lambda kind: lambda c: _attention_fn(
-        c.data["x"], c.data["W"], c.data["table"], c.data["H"], c.data["KV"], c.data["starts"], kind))(k))
-        for k, h in _ATTN_HINTS.items()]
-    return _run("check_attention", _attention_cases(uses_cache), learner, reference, mistakes, atol=1e-4, rtol=1e-3,
-                fallback=_ATTN_FALLBACK, exc_extra=_exc_extra_heads, verbose=verbose, what="Attention")
+    mistakes = [
+        _Mistake(
+            k,
+            h,
+            (
+                lambda kind: (
+                    lambda c: _attention_fn(
+                        c.data["x"], c.data["W"], c.data["table"], c.data["H"], c.data["KV"], c.data["starts"], kind
+                    )
+                )
+            )(k),
+        )
+        for k, h in _ATTN_HINTS.items()
+    ]
+    return _run(
+        "check_attention",
+        _attention_cases(uses_cache),
+        learner,
+        reference,
+        mistakes,
+        atol=1e-4,
+        rtol=1e-3,
+        fallback=_ATTN_FALLBACK,
+        exc_extra=_exc_extra_heads,
+        verbose=verbose,
+        what="Attention",
+    )
 
 
 # --- block ---------------------------------------------------------------------------------------
@@ -1050,7 +1362,9 @@ def _block_fn(x, P, freqs, H, KV, eps, starts, kind=None):
     if kind == "norms_swapped":
         an, fn_ = fn_, an
     attn = lambda h: _attention_fn(h, W, freqs, H, KV, starts, attn_kind)
-    ffn = lambda h: _ffn.swiglu(h, P["feed_forward.w1.weight"], P["feed_forward.w2.weight"], P["feed_forward.w3.weight"])
+    ffn = lambda h: _ffn.swiglu(
+        h, P["feed_forward.w1.weight"], P["feed_forward.w2.weight"], P["feed_forward.w3.weight"]
+    )
     norm = lambda h, w: _norm.rms_norm(h, w, eps)
     if kind == "post_norm":
         h = norm(x + attn(x), an)
@@ -1079,45 +1393,55 @@ def _block_fn(x, P, freqs, H, KV, eps, starts, kind=None):
 
 _BLOCK_HINTS = {
     "post_norm": "your output matches post-norm (norm after the residual add, as in the original Transformer): "
-                 "Llama is pre-norm — h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h)).",
+    "Llama is pre-norm — h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h)).",
     "no_residual": "your output matches the block without residual connections: add the input back, "
-                   "h = x + attention(...), out = h + feed_forward(...).",
+    "h = x + attention(...), out = h + feed_forward(...).",
     "parallel": "your output matches attention and FFN in parallel (both read x): in Llama the FFN reads h, the "
-                "output of the attention residual.",
+    "output of the attention residual.",
     "ffn_residual_from_x": "your output matches out = x + feed_forward(...): the second residual adds to h "
-                           "(after attention), not x.",
+    "(after attention), not x.",
     "norms_swapped": "your output matches the two norms swapped: attention_norm goes before attention, ffn_norm "
-                     "before the feed-forward.",
+    "before the feed-forward.",
     "attn_residual_missing": "the residual of the attention branch is missing: your output matches "
-                             "h = attention(attention_norm(x)) without the + x. Write h = x + attention(...).",
+    "h = attention(attention_norm(x)) without the + x. Write h = x + attention(...).",
     "ffn_residual_missing": "the residual of the feed-forward branch is missing: your output matches "
-                            "out = feed_forward(ffn_norm(h)) without the + h. Write out = h + feed_forward(...).",
+    "out = feed_forward(ffn_norm(h)) without the + h. Write out = h + feed_forward(...).",
     "no_ffn": "the feed-forward branch is missing: your output matches h = x + attention(attention_norm(x)) "
-              "alone. Add out = h + feed_forward(ffn_norm(h)).",
+    "alone. Add out = h + feed_forward(ffn_norm(h)).",
     "no_attention": "the attention branch is missing: your output matches x + feed_forward(ffn_norm(x)). "
-                    "First h = x + attention(attention_norm(x), freqs_cis), then the feed-forward on h.",
+    "First h = x + attention(attention_norm(x), freqs_cis), then the feed-forward on h.",
 }
 
 
 def _block_cases(cached: bool) -> list[_Case]:
-    spec = [(4, 4, 32, 2, 6, torch.float32), (4, 2, 32, 2, 7, torch.float32), (4, 1, 32, 1, 5, torch.float32),
-            (4, 2, 64, 1, 6, torch.bfloat16)]
+    spec = [
+        (4, 4, 32, 2, 6, torch.float32),
+        (4, 2, 32, 2, 7, torch.float32),
+        (4, 1, 32, 1, 5, torch.float32),
+        (4, 2, 64, 1, 6, torch.bfloat16),
+    ]
     cases = []
     for i, (H, KV, dim, B, T, dtype) in enumerate(spec):
         args = _attn_args(H, KV, dim)
         from ..core.transformer import TransformerBlock
+
         blk = TransformerBlock(0, args)
         with torch.no_grad():
             for j, (_name, p) in enumerate(blk.named_parameters()):
-                p.copy_(_randn(*p.shape, seed=810 + 20 * i + j, scale=0.3, shift=1.0) if p.dim() == 1
-                        else _randn(*p.shape, seed=810 + 20 * i + j, scale=1.2 * p.shape[1] ** -0.5))
+                p.copy_(
+                    _randn(*p.shape, seed=810 + 20 * i + j, scale=0.3, shift=1.0)
+                    if p.dim() == 1
+                    else _randn(*p.shape, seed=810 + 20 * i + j, scale=1.2 * p.shape[1] ** -0.5)
+                )
         P = {k: v.to(dtype) for k, v in blk.state_dict().items()}
         x = _randn(B, T, dim, seed=830 + i).to(dtype)
         label = f"x {(B, T, dim)} {str(dtype).replace('torch.', '')}, n_heads {H}, n_kv_heads {KV}"
         base = dict(P=P, x=x, H=H, KV=KV, dim=dim, eps=args.norm_eps, table=_rope.freqs_cis_real(dim // H, T))
         cases.append(_Case(label, dtype, {**base, "starts": [0]}))
         if cached and i == 1:
-            cases.append(_Case(label + ", cached in chunks starting at [0, 3, 6]", dtype, {**base, "starts": [0, 3, 6]}))
+            cases.append(
+                _Case(label + ", cached in chunks starting at [0, 3, 6]", dtype, {**base, "starts": [0, 3, 6]})
+            )
     return cases
 
 
@@ -1141,14 +1465,32 @@ def _block_substep(m: nn.Module, case: _Case, prefix: str = "your block's") -> t
     h = x + a
     fn_in = _norm.rms_norm(h, P["ffn_norm.weight"], eps)
     f = _ffn.swiglu(fn_in, P["feed_forward.w1.weight"], P["feed_forward.w2.weight"], P["feed_forward.w3.weight"])
-    subs = [("attention_norm", lambda mod: mod(x), an, "the RMSNorm before attention (attention_norm)",
-             "check it with check_rmsnorm, and build it with args.norm_eps"),
-            ("attention", lambda mod: _call_by_name(mod.forward, an, dict(freqs_cis=freqs, start_pos=0, cache=None,
-                                                                            mask=_meta_mask(T, T)), "attention"),
-             a, "the attention sub-layer", "check it with check_attention first"),
-            ("ffn_norm", lambda mod: mod(h), fn_in, "the RMSNorm before the feed-forward (ffn_norm)",
-             "check it with check_rmsnorm, and build it with args.norm_eps"),
-            ("feed_forward", lambda mod: mod(fn_in), f, "the feed-forward sub-layer", "check it with check_swiglu")]
+    subs = [
+        (
+            "attention_norm",
+            lambda mod: mod(x),
+            an,
+            "the RMSNorm before attention (attention_norm)",
+            "check it with check_rmsnorm, and build it with args.norm_eps",
+        ),
+        (
+            "attention",
+            lambda mod: _call_by_name(
+                mod.forward, an, dict(freqs_cis=freqs, start_pos=0, cache=None, mask=_meta_mask(T, T)), "attention"
+            ),
+            a,
+            "the attention sub-layer",
+            "check it with check_attention first",
+        ),
+        (
+            "ffn_norm",
+            lambda mod: mod(h),
+            fn_in,
+            "the RMSNorm before the feed-forward (ffn_norm)",
+            "check it with check_rmsnorm, and build it with args.norm_eps",
+        ),
+        ("feed_forward", lambda mod: mod(fn_in), f, "the feed-forward sub-layer", "check it with check_swiglu"),
+    ]
     for name, run, want, words, tip in subs:
         mod = getattr(m, name, None)
         if not isinstance(mod, nn.Module):
@@ -1158,15 +1500,23 @@ def _block_substep(m: nn.Module, case: _Case, prefix: str = "your block's") -> t
         except Exception:
             return (f"substep_{name}", f"{prefix} {words} raises on the package's input of that step: {tip}.")
         if _differs(got, want, case.dtype):
-            return (f"substep_{name}", f"{prefix} {words} differs from the package's on the same input "
-                                       f"(everything before it matches): {tip}.")
+            return (
+                f"substep_{name}",
+                f"{prefix} {words} differs from the package's on the same input (everything before it matches): {tip}.",
+            )
     if len(d.get("starts", [0])) > 1:
-        return ("substep_cache", f"{prefix} sub-layers each match the package's, uncached; the cached chunks "
-                                 "differ: pass start_pos and the cache through to the attention, and give it the "
-                                 "RoPE rows of positions start_pos.. (freqs_cis[start_pos : start_pos + T]).")
-    return ("substep_combine", f"{prefix} four sub-layers each match the package's on the same input; the way the "
-                               "block combines them differs: h = x + attention(attention_norm(x)); "
-                               "out = h + feed_forward(ffn_norm(h)).")
+        return (
+            "substep_cache",
+            f"{prefix} sub-layers each match the package's, uncached; the cached chunks "
+            "differ: pass start_pos and the cache through to the attention, and give it the "
+            "RoPE rows of positions start_pos.. (freqs_cis[start_pos : start_pos + T]).",
+        )
+    return (
+        "substep_combine",
+        f"{prefix} four sub-layers each match the package's on the same input; the way the "
+        "block combines them differs: h = x + attention(attention_norm(x)); "
+        "out = h + feed_forward(ffn_norm(h)).",
+    )
 
 
 def check_block(cls, verbose: bool = True) -> CheckResult:
@@ -1175,6 +1525,7 @@ def check_block(cls, verbose: bool = True) -> CheckResult:
     fwd = cls.forward if _is_module_class(cls) else type(cls).forward
     uses_cache = "cache" in inspect.signature(fwd).parameters
     from ..core.transformer import TransformerBlock
+
     built: dict = {}
 
     def learner(case):
@@ -1194,15 +1545,48 @@ def check_block(cls, verbose: bool = True) -> CheckResult:
         ref.load_state_dict(d["P"])
         return ref.to(case.dtype)(d["x"], d["table"])
 
-    hints = {**_BLOCK_HINTS, **{k: _ATTN_HINTS[k] for k in ("no_mask", "repeat_tiled", "no_rope", "scale_head_dim",
-                                                            "cache_ignored", "mask_not_offset")}}
-    mistakes = [_Mistake(k, h, (lambda kind: lambda c: _block_fn(
-        c.data["x"], c.data["P"], c.data["table"], c.data["H"], c.data["KV"], c.data["eps"], c.data["starts"], kind))(k))
-        for k, h in hints.items()]
-    return _run("check_block", _block_cases(uses_cache), learner, reference, mistakes, atol=1e-4, rtol=1e-3,
-                fallback="A Llama block: h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h)).",
-                exc_extra=_exc_extra_heads, verbose=verbose, what="TransformerBlock",
-                substep=lambda case, got: _block_substep(built["m"], case) if "m" in built else None)
+    hints = {
+        **_BLOCK_HINTS,
+        **{
+            k: _ATTN_HINTS[k]
+            for k in ("no_mask", "repeat_tiled", "no_rope", "scale_head_dim", "cache_ignored", "mask_not_offset")
+        },
+    }
+    mistakes = [
+        _Mistake(
+            k,
+            h,
+            (
+                lambda kind: (
+                    lambda c: _block_fn(
+                        c.data["x"],
+                        c.data["P"],
+                        c.data["table"],
+                        c.data["H"],
+                        c.data["KV"],
+                        c.data["eps"],
+                        c.data["starts"],
+                        kind,
+                    )
+                )
+            )(k),
+        )
+        for k, h in hints.items()
+    ]
+    return _run(
+        "check_block",
+        _block_cases(uses_cache),
+        learner,
+        reference,
+        mistakes,
+        atol=1e-4,
+        rtol=1e-3,
+        fallback="A Llama block: h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h)).",
+        exc_extra=_exc_extra_heads,
+        verbose=verbose,
+        what="TransformerBlock",
+        substep=lambda case, got: _block_substep(built["m"], case) if "m" in built else None,
+    )
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -1228,7 +1612,7 @@ def _model_fn(tokens, sd, args: ModelArgs, kind=None, starts=(0,)):
         table = torch.cat([table[: e - s] for s, e in zip(bounds[:-1], bounds[1:])])
     block_kind = kind if kind in _BLOCK_HINTS or kind in _ATTN_HINTS else None
     for i in range(args.n_layers):
-        P = {k[len(f"layers.{i}."):]: v for k, v in sd.items() if k.startswith(f"layers.{i}.")}
+        P = {k[len(f"layers.{i}.") :]: v for k, v in sd.items() if k.startswith(f"layers.{i}.")}
         h = _block_fn(h, P, table, args.n_heads, args.kv_heads, args.norm_eps, list(starts), block_kind)
     if kind != "no_final_norm":
         h = _norm.rms_norm(h, sd["norm.weight"], args.norm_eps)
@@ -1236,17 +1620,16 @@ def _model_fn(tokens, sd, args: ModelArgs, kind=None, starts=(0,)):
 
 
 _MODEL_HINTS = {
-    "no_final_norm": "your logits match the model without the final RMSNorm: apply self.norm to h before "
-                     "self.output.",
+    "no_final_norm": "your logits match the model without the final RMSNorm: apply self.norm to h before self.output.",
     "tied_to_output": "your logits match an output head tied to the embedding: Llama 2 keeps tok_embeddings and "
-                      "output as two separate matrices.",
+    "output as two separate matrices.",
     "tied_to_embedding": "your logits match logits computed with the embedding matrix: use the separate "
-                         "self.output head (untied in Llama 2).",
+    "self.output head (untied in Llama 2).",
     "emb_scaled": "your logits match embeddings scaled by sqrt(dim): Llama uses the embedding rows as they are.",
     "theta_ignored": "your logits match RoPE with theta = 10000 although this config has another rope_theta: "
-                     "build the table with args.rope_theta (Code Llama uses 1e6).",
+    "build the table with args.rope_theta (Code Llama uses 1e6).",
     "rope_not_offset": "the first chunk is right but the later cached chunks match RoPE restarted at position 0: "
-                       "a chunk at start_pos needs the rows freqs_cis[start_pos : start_pos + T].",
+    "a chunk at start_pos needs the rows freqs_cis[start_pos : start_pos + T].",
     "post_norm": _BLOCK_HINTS["post_norm"],
     "no_residual": _BLOCK_HINTS["no_residual"],
     "parallel": _BLOCK_HINTS["parallel"],
@@ -1264,8 +1647,13 @@ def _model_cases(cached: bool) -> list[_Case]:
     from ..core.transformer import Transformer
 
     cases = []
-    spec = [("tiny", torch.float32, None), ("tiny-mha", torch.float32, None), ("tiny-mqa", torch.float32, None),
-            ("tiny", torch.bfloat16, None), ("tiny", torch.float32, 1e6)]
+    spec = [
+        ("tiny", torch.float32, None),
+        ("tiny-mha", torch.float32, None),
+        ("tiny-mqa", torch.float32, None),
+        ("tiny", torch.bfloat16, None),
+        ("tiny", torch.float32, 1e6),
+    ]
     for i, (preset, dtype, theta) in enumerate(spec):
         args = ModelArgs.from_name(preset, vocab_size=96, max_seq_len=32)
         if theta is not None:
@@ -1278,21 +1666,31 @@ def _model_cases(cached: bool) -> list[_Case]:
         sd = {k: v.to(dtype) for k, v in model.state_dict().items()}
         T = 7 if theta is None else 12
         tokens = torch.randint(0, args.vocab_size, (2, T), generator=_gen(920 + i))
-        label = (f"tokens (2, {T}), preset {preset!r} (n_heads {args.n_heads}, n_kv_heads {args.kv_heads}), "
-                 f"{str(dtype).replace('torch.', '')}" + (f", rope_theta {theta:g}" if theta is not None else ""))
+        label = (
+            f"tokens (2, {T}), preset {preset!r} (n_heads {args.n_heads}, n_kv_heads {args.kv_heads}), "
+            f"{str(dtype).replace('torch.', '')}" + (f", rope_theta {theta:g}" if theta is not None else "")
+        )
         cases.append(_Case(label, dtype, dict(args=args, sd=sd, tokens=tokens, starts=[0])))
         if cached and dtype == torch.float32 and i in (0, 4):
             starts = [0, 4, T - 1]  # a prompt, a chunk at start_pos 4, then one token
-            cases.append(_Case(label + f", cached decoding in chunks at start_pos {', '.join(map(str, starts))}", dtype,
-                               dict(args=args, sd=sd, tokens=tokens, starts=starts)))
+            cases.append(
+                _Case(
+                    label + f", cached decoding in chunks at start_pos {', '.join(map(str, starts))}",
+                    dtype,
+                    dict(args=args, sd=sd, tokens=tokens, starts=starts),
+                )
+            )
     return cases
 
 
 def _forward_params(cls_or_module) -> tuple[str | None, str | None]:
     """The names ``forward`` uses for start_pos and the cache (None if it takes none)."""
     owner = cls_or_module if isinstance(cls_or_module, type) else type(cls_or_module)
-    names = [p.name for p in inspect.signature(owner.forward).parameters.values()
-             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)][1:]  # without self
+    names = [
+        p.name
+        for p in inspect.signature(owner.forward).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ][1:]  # without self
     pos = next((n for n in names[1:] if n in _ALIASES["start_pos"]), None)
     cache = next((n for n in names[1:] if n in _ALIASES["cache"]), None)
     return pos, cache
@@ -1307,36 +1705,69 @@ def _model_substep(m: nn.Module, case: _Case) -> tuple[str, str] | None:
     h = F.embedding(tokens, sd["tok_embeddings.weight"])
     emb = getattr(m, "tok_embeddings", None)
     if isinstance(emb, nn.Module) and _differs(emb(tokens), h, case.dtype):
-        return ("substep_embedding", "your tok_embeddings gives other vectors than the package's embedding: use "
-                                     "nn.Embedding(vocab_size, dim) and look the tokens up as they are.")
+        return (
+            "substep_embedding",
+            "your tok_embeddings gives other vectors than the package's embedding: use "
+            "nn.Embedding(vocab_size, dim) and look the tokens up as they are.",
+        )
     layers = getattr(m, "layers", None)
     for i in range(args.n_layers):
-        P = {k[len(f"layers.{i}."):]: v for k, v in sd.items() if k.startswith(f"layers.{i}.")}
+        P = {k[len(f"layers.{i}.") :]: v for k, v in sd.items() if k.startswith(f"layers.{i}.")}
         want = _block_fn(h, P, table, args.n_heads, args.kv_heads, args.norm_eps, [0])
         if isinstance(layers, nn.ModuleList) and i < len(layers):
             try:
-                got = _call_by_name(layers[i].forward, h, dict(freqs_cis=torch.view_as_complex(table.contiguous()),
-                                                               start_pos=0, cache=None, mask=_meta_mask(T, T)), "block")
+                got = _call_by_name(
+                    layers[i].forward,
+                    h,
+                    dict(
+                        freqs_cis=torch.view_as_complex(table.contiguous()),
+                        start_pos=0,
+                        cache=None,
+                        mask=_meta_mask(T, T),
+                    ),
+                    "block",
+                )
             except Exception:
                 got = None
             if got is not None and _differs(got, want, case.dtype):
-                c = _Case(case.label, case.dtype, dict(P=P, x=h, H=args.n_heads, KV=args.kv_heads, dim=args.dim,
-                                                       eps=args.norm_eps, table=table, starts=[0]))
+                c = _Case(
+                    case.label,
+                    case.dtype,
+                    dict(
+                        P=P,
+                        x=h,
+                        H=args.n_heads,
+                        KV=args.kv_heads,
+                        dim=args.dim,
+                        eps=args.norm_eps,
+                        table=table,
+                        starts=[0],
+                    ),
+                )
                 inner = _block_substep(layers[i], c, prefix=f"in block {i},")
                 if inner is not None and inner[0] != "substep_combine":
                     return inner
-                return ("substep_block", f"block {i} differs from the package's block on the same input: check "
-                                         "MyBlock with check_block (and that the model gives it the RoPE table "
-                                         "for args.rope_theta).")
+                return (
+                    "substep_block",
+                    f"block {i} differs from the package's block on the same input: check "
+                    "MyBlock with check_block (and that the model gives it the RoPE table "
+                    "for args.rope_theta).",
+                )
         h = want
     if len(d["starts"]) > 1:
-        return ("substep_cache", "the uncached logits are right; the cached chunks differ: for a chunk at start_pos "
-                                 "take freqs_cis[start_pos : start_pos + T], pass start_pos and the cache to every "
-                                 "block, and attend to the cached prefix.")
+        return (
+            "substep_cache",
+            "the uncached logits are right; the cached chunks differ: for a chunk at start_pos "
+            "take freqs_cis[start_pos : start_pos + T], pass start_pos and the cache to every "
+            "block, and attend to the cached prefix.",
+        )
     fn = getattr(m, "norm", None)
     if isinstance(fn, nn.Module) and _differs(fn(h), _norm.rms_norm(h, sd["norm.weight"], args.norm_eps), case.dtype):
-        return ("substep_final_norm", "your blocks match; the final norm differs: self.norm = RMSNorm(dim, "
-                                      "args.norm_eps), applied to h before self.output.")
+        return (
+            "substep_final_norm",
+            "your blocks match; the final norm differs: self.norm = RMSNorm(dim, "
+            "args.norm_eps), applied to h before self.output.",
+        )
     return None
 
 
@@ -1361,7 +1792,9 @@ def check_model(cls, verbose: bool = True) -> CheckResult:
         tokens, starts = d["tokens"], d["starts"]
         if len(starts) > 1:
             a = d["args"]
-            cache = _attn.KVCache(a.n_layers, tokens.shape[0], tokens.shape[1], a.kv_heads, a.head_dim, dtype=case.dtype)
+            cache = _attn.KVCache(
+                a.n_layers, tokens.shape[0], tokens.shape[1], a.kv_heads, a.head_dim, dtype=case.dtype
+            )
             bounds, outs = list(starts) + [tokens.shape[1]], []
             for s, e in zip(bounds[:-1], bounds[1:]):
                 kwargs = {pos_name: s}
@@ -1381,17 +1814,35 @@ def check_model(cls, verbose: bool = True) -> CheckResult:
         ref.load_state_dict(d["sd"])
         return ref.to(case.dtype)(d["tokens"])
 
-    mistakes = [_Mistake(k, h, (lambda kind: lambda c: _model_fn(c.data["tokens"], c.data["sd"], c.data["args"], kind,
-                                                                  c.data["starts"]))(k))
-                for k, h in _MODEL_HINTS.items()]
-    result = _run("check_model", _model_cases(pos_name is not None), learner, reference, mistakes, atol=2e-4, rtol=1e-3,
-                  fallback="Llama: embed; n_layers pre-norm blocks; final RMSNorm; untied output head.", verbose=False,
-                  what="Transformer", substep=lambda case, got: _model_substep(built["m"], case) if "m" in built else None)
+    mistakes = [
+        _Mistake(
+            k,
+            h,
+            (lambda kind: lambda c: _model_fn(c.data["tokens"], c.data["sd"], c.data["args"], kind, c.data["starts"]))(
+                k
+            ),
+        )
+        for k, h in _MODEL_HINTS.items()
+    ]
+    result = _run(
+        "check_model",
+        _model_cases(pos_name is not None),
+        learner,
+        reference,
+        mistakes,
+        atol=2e-4,
+        rtol=1e-3,
+        fallback="Llama: embed; n_layers pre-norm blocks; final RMSNorm; untied output head.",
+        verbose=False,
+        what="Transformer",
+        substep=lambda case, got: _model_substep(built["m"], case) if "m" in built else None,
+    )
     if result.passed and pos_name is None:
-        result.note = ("forward takes no start_pos, so cached decoding was not checked: give it "
-                       "forward(tokens, start_pos=0, cache=None) to have it checked.")
+        result.note = (
+            "forward takes no start_pos, so cached decoding was not checked: give it "
+            "forward(tokens, start_pos=0, cache=None) to have it checked."
+        )
     return _report(result, verbose)
-
 
 
 # --- the greedy loop -------------------------------------------------------------------------------
@@ -1404,7 +1855,7 @@ def _greedy_variant(kind):
             for _ in range(n):
                 if kind != "past_context" and len(ids) >= model.args.max_seq_len:
                     break
-                logits = model(torch.tensor([ids[-model.args.max_seq_len:]]))[0]
+                logits = model(torch.tensor([ids[-model.args.max_seq_len :]]))[0]
                 nxt = int(logits[0 if kind == "first_position" else -1].argmax())
                 if nxt == eos and kind != "ignores_eos":
                     if kind == "eos_included":
@@ -1414,17 +1865,30 @@ def _greedy_variant(kind):
                 new.append(nxt)
         out = (list(d["ids"]) + new) if kind == "prompt_included" else new
         return torch.tensor(out, dtype=torch.float32)
+
     return fn
 
 
 _GREEDY_MISTAKES = [
-    _Mistake("first_position", "your tokens match the prediction of the *first* position at every step: the next "
-             "token comes from the logits of the last position, logits[0, -1].", _greedy_variant("first_position")),
-    _Mistake("prompt_included", "your list starts with the prompt: return only the new ids (the notebook prints "
-             "prompt + new).", _greedy_variant("prompt_included")),
-    _Mistake("eos_included", "your list ends with the EOS id: stop *before* appending it.", _greedy_variant("eos_included")),
-    _Mistake("ignores_eos", "your loop goes on after the model picked EOS: stop when next_id == eos_id.",
-             _greedy_variant("ignores_eos")),
+    _Mistake(
+        "first_position",
+        "your tokens match the prediction of the *first* position at every step: the next "
+        "token comes from the logits of the last position, logits[0, -1].",
+        _greedy_variant("first_position"),
+    ),
+    _Mistake(
+        "prompt_included",
+        "your list starts with the prompt: return only the new ids (the notebook prints prompt + new).",
+        _greedy_variant("prompt_included"),
+    ),
+    _Mistake(
+        "eos_included", "your list ends with the EOS id: stop *before* appending it.", _greedy_variant("eos_included")
+    ),
+    _Mistake(
+        "ignores_eos",
+        "your loop goes on after the model picked EOS: stop when next_id == eos_id.",
+        _greedy_variant("ignores_eos"),
+    ),
 ]
 
 
@@ -1438,10 +1902,17 @@ def _greedy_cases() -> list[_Case]:
     unused = next(i for i in range(3, args.vocab_size) if i not in free)
     eos_at = free[3]  # the model's 4th greedy token becomes EOS: the loop must stop before it
     long_prompt = [1] + [int(t) for t in torch.randint(3, args.vocab_size, (12,), generator=_gen(5))]
-    spec = [(prompt, 8, unused, "prompt of 3 tokens, 8 new, EOS never chosen"),
-            (prompt, 8, eos_at, f"prompt of 3 tokens, 8 new, EOS = {eos_at} (the model's 4th greedy choice)"),
-            (long_prompt, 10, unused, f"prompt of {len(long_prompt)} tokens, 10 new, max_seq_len {args.max_seq_len}: "
-                                      "stop at the end of the context")]
+    spec = [
+        (prompt, 8, unused, "prompt of 3 tokens, 8 new, EOS never chosen"),
+        (prompt, 8, eos_at, f"prompt of 3 tokens, 8 new, EOS = {eos_at} (the model's 4th greedy choice)"),
+        (
+            long_prompt,
+            10,
+            unused,
+            f"prompt of {len(long_prompt)} tokens, 10 new, max_seq_len {args.max_seq_len}: "
+            "stop at the end of the context",
+        ),
+    ]
     return [_Case(label, torch.float32, dict(model=model, ids=ids, n=n, eos=eos)) for ids, n, eos, label in spec]
 
 
@@ -1463,6 +1934,16 @@ def check_greedy(fn, verbose: bool = True) -> CheckResult:
         d = case.data
         return torch.tensor(greedy_uncached(d["model"], d["ids"], d["n"], d["eos"]), dtype=torch.float32)
 
-    return _run("check_greedy", _greedy_cases(), learner, reference, _GREEDY_MISTAKES, atol=0.0, rtol=0.0,
-                fallback="Greedy: at each step run the model on all ids so far, take logits[0, -1].argmax(), stop at "
-                         "eos_id (not appended) or at max_seq_len.", verbose=verbose, what="greedy loop")
+    return _run(
+        "check_greedy",
+        _greedy_cases(),
+        learner,
+        reference,
+        _GREEDY_MISTAKES,
+        atol=0.0,
+        rtol=0.0,
+        fallback="Greedy: at each step run the model on all ids so far, take logits[0, -1].argmax(), stop at "
+        "eos_id (not appended) or at max_seq_len.",
+        verbose=verbose,
+        what="greedy loop",
+    )

@@ -34,8 +34,18 @@ from ..utils.io import atomic_write_bytes
 # colour scale (gamma 0.5) keeps the small ones visible while 0 stays white and 1 stays dark.
 GAMMA = 0.5
 CMAP = "Blues"
-GROUP_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                 "#bcbd22", "#17becf"]
+GROUP_COLOURS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 PROMPT_COLOUR, GENERATED_COLOUR = "#333333", "#c2410c"
 _LAYER_KEY = re.compile(r"^layers\.(\d+)\.attention\.pattern$")
 
@@ -93,8 +103,15 @@ def _readable(tok: str) -> str:
     return _BYTE_NAMES.get(tok, tok).replace("\u2581", " ")
 
 
-def token_row_html(tokens: Sequence[str], weights, *, query: int | None = None,
-                   n_prompt: int | None = None, normalize: bool = False, offset: int = 0) -> str:
+def token_row_html(
+    tokens: Sequence[str],
+    weights,
+    *,
+    query: int | None = None,
+    n_prompt: int | None = None,
+    normalize: bool = False,
+    offset: int = 0,
+) -> str:
     """The text with each token shaded by its attention weight: HTML spans, background alpha = weight.
 
     weights (S,) or shorter (a causal row stops at the query). ``normalize`` divides by the row's
@@ -126,15 +143,18 @@ def token_row_html(tokens: Sequence[str], weights, *, query: int | None = None,
         if n_prompt is not None and i >= n_prompt:
             style.append(f"border-bottom:2px solid {GENERATED_COLOUR}")
         spans.append(f'<span title="{tip}" style="{";".join(style)}">{text}</span>')
-    return ('<div class="l2l-row" style="font-family:monospace;line-height:1.7;max-height:30em;'
-            'overflow-y:auto;word-break:break-word">' + "".join(spans) + "</div>")
+    return (
+        '<div class="l2l-row" style="font-family:monospace;line-height:1.7;max-height:30em;'
+        'overflow-y:auto;word-break:break-word">' + "".join(spans) + "</div>"
+    )
 
 
 def kv_groups(n_heads: int, n_kv_heads: int) -> list[list[int]]:
     """Query heads of each KV head: head h reads KV head h // (n_heads / n_kv_heads), as ``repeat_kv``."""
     if n_kv_heads < 1 or n_heads % n_kv_heads:
-        raise ExplorerError(f"n_heads={n_heads} is not a multiple of n_kv_heads={n_kv_heads}; "
-                            "pass the model's args.kv_heads.")
+        raise ExplorerError(
+            f"n_heads={n_heads} is not a multiple of n_kv_heads={n_kv_heads}; pass the model's args.kv_heads."
+        )
     n_rep = n_heads // n_kv_heads
     return [list(range(g * n_rep, (g + 1) * n_rep)) for g in range(n_kv_heads)]
 
@@ -145,9 +165,18 @@ def head_label(h: int, n_heads: int, n_kv_heads: int) -> str:
 
 
 # --- figures -----------------------------------------------------------------------------------
-def attention_heatmap(pattern, tokens: Sequence[str] | None = None, *, title: str | None = None,
-                      n_prompt: int | None = None, max_cells: int = 256, query: int | None = None,
-                      ax=None, gamma: float = GAMMA, labels: bool = True) -> Figure:
+def attention_heatmap(
+    pattern,
+    tokens: Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    n_prompt: int | None = None,
+    max_cells: int = 256,
+    query: int | None = None,
+    ax=None,
+    gamma: float = GAMMA,
+    labels: bool = True,
+) -> Figure:
     """One head's attention (S, S) as a heatmap, rows = query tokens, columns = keys.
 
     Longer than ``max_cells`` tokens, it is max-pooled (`bin_attention`) and the ticks name token
@@ -155,8 +184,10 @@ def attention_heatmap(pattern, tokens: Sequence[str] | None = None, *, title: st
     """
     a = _to_numpy(pattern)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ExplorerError(f"attention_heatmap needs one (S, S) pattern, got shape {a.shape}; "
-                            "pick a layer and head first, e.g. patterns[layer][head].")
+        raise ExplorerError(
+            f"attention_heatmap needs one (S, S) pattern, got shape {a.shape}; "
+            "pick a layer and head first, e.g. patterns[layer][head]."
+        )
     S = a.shape[0]
     tokens = _check_tokens(tokens, S)
     b = bin_size_for(S, max_cells)
@@ -171,8 +202,7 @@ def attention_heatmap(pattern, tokens: Sequence[str] | None = None, *, title: st
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    im = ax.imshow(img, cmap=CMAP, norm=PowerNorm(gamma, vmin=0.0, vmax=1.0), interpolation="nearest",
-                   aspect="auto")
+    im = ax.imshow(img, cmap=CMAP, norm=PowerNorm(gamma, vmin=0.0, vmax=1.0), interpolation="nearest", aspect="auto")
     if labels:
         _token_ticks(ax, tokens, b, img.shape[0], n_prompt)
         ax.set_xlabel("key (attended-to) token")
@@ -193,9 +223,16 @@ def attention_heatmap(pattern, tokens: Sequence[str] | None = None, *, title: st
     return fig
 
 
-def heads_grid(layer_pattern, n_kv_heads: int | None = None, tokens: Sequence[str] | None = None, *,
-               n_prompt: int | None = None, max_cells: int = 128, title: str | None = None,
-               gamma: float = GAMMA) -> Figure:
+def heads_grid(
+    layer_pattern,
+    n_kv_heads: int | None = None,
+    tokens: Sequence[str] | None = None,
+    *,
+    n_prompt: int | None = None,
+    max_cells: int = 128,
+    title: str | None = None,
+    gamma: float = GAMMA,
+) -> Figure:
     """Every head of one layer (n_heads, S, S) as thumbnails, grouped by the KV head they share.
 
     Heads that read the same keys and values (GQA, Llama 2 §2.2) sit in one row with one frame
@@ -246,9 +283,16 @@ def heads_grid(layer_pattern, n_kv_heads: int | None = None, tokens: Sequence[st
     return fig
 
 
-def network_view(patterns, bin_size: int | None = None, tokens: Sequence[str] | None = None, *,
-                 n_prompt: int | None = None, max_cells: int = 256, title: str | None = None,
-                 gamma: float = GAMMA) -> Figure:
+def network_view(
+    patterns,
+    bin_size: int | None = None,
+    tokens: Sequence[str] | None = None,
+    *,
+    n_prompt: int | None = None,
+    max_cells: int = 256,
+    title: str | None = None,
+    gamma: float = GAMMA,
+) -> Figure:
     """The whole network at once: max over layers and heads, neighbouring tokens binned (P2 Fig. 10).
 
     patterns: the recorded dict (or a (L, H, S, S) / (H, S, S) array). ``bin_size`` None picks the
@@ -268,10 +312,18 @@ def network_view(patterns, bin_size: int | None = None, tokens: Sequence[str] | 
     if b < 1:
         raise ExplorerError(f"bin_size must be >= 1, got {b}.")
     if math.ceil(S / b) > 1024:
-        raise ExplorerError(f"bin_size={b} leaves {math.ceil(S / b)} cells per side for {S} tokens; "
-                            f"use bin_size >= {math.ceil(S / 1024)} so the image stays small.")
-    fig = attention_heatmap(net, tokens, n_prompt=n_prompt, max_cells=math.ceil(S / b), gamma=gamma,
-                            title=(title or "whole network: max over layers and heads"))
+        raise ExplorerError(
+            f"bin_size={b} leaves {math.ceil(S / b)} cells per side for {S} tokens; "
+            f"use bin_size >= {math.ceil(S / 1024)} so the image stays small."
+        )
+    fig = attention_heatmap(
+        net,
+        tokens,
+        n_prompt=n_prompt,
+        max_cells=math.ceil(S / b),
+        gamma=gamma,
+        title=(title or "whole network: max over layers and heads"),
+    )
     return fig
 
 
@@ -297,8 +349,10 @@ def _check_tokens(tokens, S: int) -> list[str] | None:
         return None
     tokens = list(tokens)
     if len(tokens) != S:
-        raise ExplorerError(f"{len(tokens)} token strings for attention over {S} positions; "
-                            "pass one string per position (tokenizer.pieces(ids) of prompt + generated ids).")
+        raise ExplorerError(
+            f"{len(tokens)} token strings for attention over {S} positions; "
+            "pass one string per position (tokenizer.pieces(ids) of prompt + generated ids)."
+        )
     return [str(t) for t in tokens]
 
 
@@ -345,16 +399,22 @@ def _normalise_patterns(patterns: Mapping) -> dict[int, np.ndarray]:
         a = _to_numpy(value)
         if a.ndim == 4:
             if a.shape[0] != 1:
-                raise ExplorerError(f"layer {i} attention has batch {a.shape[0]}; the explorer shows one "
-                                    "sequence: pass pattern[b] for the sequence b you want.")
+                raise ExplorerError(
+                    f"layer {i} attention has batch {a.shape[0]}; the explorer shows one "
+                    "sequence: pass pattern[b] for the sequence b you want."
+                )
             a = a[0]
         if a.ndim != 3 or a.shape[1] != a.shape[2]:
-            raise ExplorerError(f"layer {i} attention must be (n_heads, S, S) or (1, n_heads, S, S), got {a.shape}. "
-                                "Record it with model.run_with_cache(tokens) or generate(..., record_attention=True).")
+            raise ExplorerError(
+                f"layer {i} attention must be (n_heads, S, S) or (1, n_heads, S, S), got {a.shape}. "
+                "Record it with model.run_with_cache(tokens) or generate(..., record_attention=True)."
+            )
         out[i] = a
     if not out:
-        raise ExplorerError("no attention patterns found: expected keys like 'layers.0.attention.pattern' "
-                            "or layer indices; record them with model.run_with_cache(tokens).")
+        raise ExplorerError(
+            "no attention patterns found: expected keys like 'layers.0.attention.pattern' "
+            "or layer indices; record them with model.run_with_cache(tokens)."
+        )
     shapes = {a.shape for a in out.values()}
     if len(shapes) != 1:
         raise ExplorerError(f"layers disagree on the attention shape: {sorted(shapes)}.")
@@ -410,8 +470,16 @@ class AttentionExplorer(_LiveView):
     Python API: ``set(layer=, head=, view=, token=)``, ``current_png()``, ``figure``, ``save_png(path)``.
     """
 
-    def __init__(self, patterns: Mapping, tokens: Sequence[str], n_kv_heads: int | None = None, *,
-                 n_prompt: int | None = None, max_cells: int = 256, title: str | None = None):
+    def __init__(
+        self,
+        patterns: Mapping,
+        tokens: Sequence[str],
+        n_kv_heads: int | None = None,
+        *,
+        n_prompt: int | None = None,
+        max_cells: int = 256,
+        title: str | None = None,
+    ):
         self.patterns = _normalise_patterns(patterns)
         self.layers = list(self.patterns)
         self.n_heads, self.S, _ = next(iter(self.patterns.values())).shape
@@ -423,8 +491,12 @@ class AttentionExplorer(_LiveView):
         self.n_prompt = n_prompt
         self.max_cells = max_cells
         self.title = title
-        self.state = {"layer": self.layers[0], "head": 0, "view": "head",
-                      "token": self.S - 1 if n_prompt is None or n_prompt >= self.S else n_prompt}
+        self.state = {
+            "layer": self.layers[0],
+            "head": 0,
+            "view": "head",
+            "token": self.S - 1 if n_prompt is None or n_prompt >= self.S else n_prompt,
+        }
         self._network = None  # (S, S) max over everything, computed once on first use
         self._cache: dict = {}  # (view, layer) -> (figure, png) for the grid and network views
         self._head_fig = None  # the single-head figure, redrawn by blitting
@@ -434,8 +506,9 @@ class AttentionExplorer(_LiveView):
         self._redraw()
 
     # ---- Python API ----
-    def set(self, layer: int | None = None, head: int | None = None, view: str | None = None,
-            token: int | None = None) -> AttentionExplorer:
+    def set(
+        self, layer: int | None = None, head: int | None = None, view: str | None = None, token: int | None = None
+    ) -> AttentionExplorer:
         """Change the view and redraw once. layer: an index in the recording; head: 0..n_heads-1;
         view: "head", "heads" or "network"; token: the query position whose row is shown as text."""
         new = dict(self.state)
@@ -485,24 +558,45 @@ class AttentionExplorer(_LiveView):
 
     def _row_title(self) -> str:
         s = self.state
-        which = ("max over all layers and heads" if s["view"] == "network"
-                 else f"layer {s['layer']}, {head_label(s['head'], self.n_heads, self.n_kv_heads)}")
-        return (f"<b>attention row of query token #{s['token']}</b> ({which}; shade = weight, hover for "
-                "the number, outlined = the query, orange underline = generated):")
+        which = (
+            "max over all layers and heads"
+            if s["view"] == "network"
+            else f"layer {s['layer']}, {head_label(s['head'], self.n_heads, self.n_kv_heads)}"
+        )
+        return (
+            f"<b>attention row of query token #{s['token']}</b> ({which}; shade = weight, hover for "
+            "the number, outlined = the query, orange underline = generated):"
+        )
 
     def make_figure(self) -> Figure:
         """A fresh figure of the current view (what ``figure`` and ``save_png`` show)."""
         s = self.state
         lay, h = s["layer"], s["head"]
         if s["view"] == "head":
-            return attention_heatmap(self.patterns[lay][h], self.tokens, n_prompt=self.n_prompt,
-                                     max_cells=self.max_cells, query=s["token"], title=self._head_title())
+            return attention_heatmap(
+                self.patterns[lay][h],
+                self.tokens,
+                n_prompt=self.n_prompt,
+                max_cells=self.max_cells,
+                query=s["token"],
+                title=self._head_title(),
+            )
         if s["view"] == "heads":
-            return heads_grid(self.patterns[lay], self.n_kv_heads, self.tokens, n_prompt=self.n_prompt,
-                              max_cells=min(self.max_cells, 128), title=f"{self._prefix()}layer {lay}")
-        return network_view(self._network_max(), tokens=self.tokens, n_prompt=self.n_prompt,
-                            max_cells=self.max_cells,
-                            title=f"{self._prefix()}whole network: max over {len(self.layers)} layers × {self.n_heads} heads")
+            return heads_grid(
+                self.patterns[lay],
+                self.n_kv_heads,
+                self.tokens,
+                n_prompt=self.n_prompt,
+                max_cells=min(self.max_cells, 128),
+                title=f"{self._prefix()}layer {lay}",
+            )
+        return network_view(
+            self._network_max(),
+            tokens=self.tokens,
+            n_prompt=self.n_prompt,
+            max_cells=self.max_cells,
+            title=f"{self._prefix()}whole network: max over {len(self.layers)} layers × {self.n_heads} heads",
+        )
 
     def _prefix(self) -> str:
         return (self.title + ": ") if self.title else ""
@@ -542,8 +636,13 @@ class AttentionExplorer(_LiveView):
         b = bin_size_for(self.S, self.max_cells)
         img = bin_attention(self.patterns[s["layer"]][s["head"]], b)
         if self._head_fig is None:
-            fig = attention_heatmap(self.patterns[s["layer"]][s["head"]], self.tokens, n_prompt=self.n_prompt,
-                                    max_cells=self.max_cells, title=self._head_title())
+            fig = attention_heatmap(
+                self.patterns[s["layer"]][s["head"]],
+                self.tokens,
+                n_prompt=self.n_prompt,
+                max_cells=self.max_cells,
+                title=self._head_title(),
+            )
             ax = fig.axes[0]
             im = ax.images[0]
             marker = Rectangle((-0.5, -0.5), img.shape[1], 1, fill=False, edgecolor="#d62728", linewidth=1.0)
@@ -574,15 +673,30 @@ class AttentionExplorer(_LiveView):
         import ipywidgets as W
 
         H = self.n_heads
-        self._w_view = W.ToggleButtons(options=[(v, k) for k, v in VIEWS.items()], value=self.state["view"],
-                                       description="view")
-        self._w_layer = W.Dropdown(options=[(f"layer {i}", i) for i in self.layers], value=self.state["layer"],
-                                   description="layer", layout=W.Layout(width="180px"))
-        self._w_head = W.Dropdown(options=[(head_label(h, H, self.n_kv_heads), h) for h in range(H)],
-                                  value=self.state["head"], description="head", layout=W.Layout(width="200px"))
-        self._w_token = W.IntSlider(value=self.state["token"], min=0, max=self.S - 1, description="query token",
-                                    continuous_update=False, layout=W.Layout(width="480px"),
-                                    style={"description_width": "initial"})
+        self._w_view = W.ToggleButtons(
+            options=[(v, k) for k, v in VIEWS.items()], value=self.state["view"], description="view"
+        )
+        self._w_layer = W.Dropdown(
+            options=[(f"layer {i}", i) for i in self.layers],
+            value=self.state["layer"],
+            description="layer",
+            layout=W.Layout(width="180px"),
+        )
+        self._w_head = W.Dropdown(
+            options=[(head_label(h, H, self.n_kv_heads), h) for h in range(H)],
+            value=self.state["head"],
+            description="head",
+            layout=W.Layout(width="200px"),
+        )
+        self._w_token = W.IntSlider(
+            value=self.state["token"],
+            min=0,
+            max=self.S - 1,
+            description="query token",
+            continuous_update=False,
+            layout=W.Layout(width="480px"),
+            style={"description_width": "initial"},
+        )
         self._w_token_label = W.HTML()
         self._w_image = W.Image(format="png", value=self._png, layout=W.Layout(max_width="620px", flex="0 0 auto"))
         self._w_row = W.HTML(layout=W.Layout(width="100%"))
@@ -591,10 +705,18 @@ class AttentionExplorer(_LiveView):
         self._w_path = W.Text(value="build/attention.png", description="file", layout=W.Layout(width="320px"))
         self._w_save = W.Button(description="Save PNG", icon="download")
         self._w_status = W.HTML()
-        for w, cls in [(self._w_view, "view"), (self._w_layer, "layer"), (self._w_head, "head"),
-                       (self._w_token, "token"), (self._w_image, "image"), (self._w_row, "row"),
-                       (self._w_legend, "legend"), (self._w_save, "save"), (self._w_path, "path"),
-                       (self._w_status, "status")]:
+        for w, cls in [
+            (self._w_view, "view"),
+            (self._w_layer, "layer"),
+            (self._w_head, "head"),
+            (self._w_token, "token"),
+            (self._w_image, "image"),
+            (self._w_row, "row"),
+            (self._w_legend, "legend"),
+            (self._w_save, "save"),
+            (self._w_path, "path"),
+            (self._w_status, "status"),
+        ]:
             w.add_class(f"l2l-explorer-{cls}")
         self._updating = False
         self._w_view.observe(lambda c: self._from_widget(view=c["new"]), names="value")
@@ -602,16 +724,26 @@ class AttentionExplorer(_LiveView):
         self._w_head.observe(lambda c: self._from_widget(head=c["new"]), names="value")
         self._w_token.observe(lambda c: self._from_widget(token=c["new"]), names="value")
         self._w_save.on_click(self._on_save)
-        self._widget = W.VBox([
-            W.HBox([self._w_view]),
-            W.HBox([self._w_layer, self._w_head, self._w_legend]),
-            W.HBox([self._w_token, self._w_token_label]),
-            # the image and the query's row side by side: the whole explorer fits a 1440 x 1000 screen
-            W.HBox([self._w_image, W.VBox([self._w_row_title, self._w_row],
-                                          layout=W.Layout(flex="1 1 0", min_width="300px", padding="0 0 0 8px"))],
-                   layout=W.Layout(flex_flow="row wrap", align_items="flex-start")),
-            W.HBox([self._w_path, self._w_save, self._w_status]),
-        ], layout=W.Layout(padding="4px 8px"))
+        self._widget = W.VBox(
+            [
+                W.HBox([self._w_view]),
+                W.HBox([self._w_layer, self._w_head, self._w_legend]),
+                W.HBox([self._w_token, self._w_token_label]),
+                # the image and the query's row side by side: the whole explorer fits a 1440 x 1000 screen
+                W.HBox(
+                    [
+                        self._w_image,
+                        W.VBox(
+                            [self._w_row_title, self._w_row],
+                            layout=W.Layout(flex="1 1 0", min_width="300px", padding="0 0 0 8px"),
+                        ),
+                    ],
+                    layout=W.Layout(flex_flow="row wrap", align_items="flex-start"),
+                ),
+                W.HBox([self._w_path, self._w_save, self._w_status]),
+            ],
+            layout=W.Layout(padding="4px 8px"),
+        )
         self._widget.add_class("l2l-explorer")
         self._sync_widgets()
 
@@ -620,11 +752,15 @@ class AttentionExplorer(_LiveView):
         for g, heads in enumerate(self.groups):
             c = GROUP_COLOURS[g % len(GROUP_COLOURS)]
             hs = " ".join(f"h{h}" for h in heads)
-            parts.append(f'<span style="border:2px solid {c};border-radius:4px;padding:0 4px;margin-right:4px;'
-                         f'white-space:nowrap"><b style="color:{c}">kv {g}</b> ← {hs}</span>')
+            parts.append(
+                f'<span style="border:2px solid {c};border-radius:4px;padding:0 4px;margin-right:4px;'
+                f'white-space:nowrap"><b style="color:{c}">kv {g}</b> ← {hs}</span>'
+            )
         kind = "MHA" if self.n_kv_heads == self.n_heads else ("MQA" if self.n_kv_heads == 1 else "GQA")
-        return (f'<div style="font-size:12px;line-height:1.9;max-width:520px">{kind}: query heads sharing a '
-                f'key/value head<br>{"".join(parts)}</div>')
+        return (
+            f'<div style="font-size:12px;line-height:1.9;max-width:520px">{kind}: query heads sharing a '
+            f"key/value head<br>{''.join(parts)}</div>"
+        )
 
     def _from_widget(self, **kw) -> None:
         if self._updating:
@@ -644,7 +780,7 @@ class AttentionExplorer(_LiveView):
             self._w_image.value = self._png
             t = s["token"]
             kind = "prompt" if self.n_prompt is None or t < self.n_prompt else "generated"
-            self._w_token_label.value = (f"<code>#{t} {html.escape(repr(self.tokens[t]))}</code> ({kind})")
+            self._w_token_label.value = f"<code>#{t} {html.escape(repr(self.tokens[t]))}</code> ({kind})"
             self._w_row.value = self.row_html()
             self._w_row_title.value = self._row_title()
         finally:
@@ -659,18 +795,31 @@ class AttentionExplorer(_LiveView):
 
     def __repr__(self) -> str:
         s = self.state
-        return (f"AttentionExplorer({len(self.layers)} layers, {self.n_heads} heads / {self.n_kv_heads} KV heads, "
-                f"{self.S} tokens; view={s['view']}, layer={s['layer']}, head={s['head']}, token={s['token']})")
+        return (
+            f"AttentionExplorer({len(self.layers)} layers, {self.n_heads} heads / {self.n_kv_heads} KV heads, "
+            f"{self.S} tokens; view={s['view']}, layer={s['layer']}, head={s['head']}, token={s['token']})"
+        )
 
 
 # --- the sampling playground -------------------------------------------------------------------
-STAGES = [("raw", "softmax(logits)"), ("temperature", "÷ temperature"), ("top_k", "top-k filter"),
-          ("top_p", "top-p filter → sampled")]
+STAGES = [
+    ("raw", "softmax(logits)"),
+    ("temperature", "÷ temperature"),
+    ("top_k", "top-k filter"),
+    ("top_p", "top-p filter → sampled"),
+]
 
 
-def distributions_chart(dists: Mapping[str, torch.Tensor], labels: Sequence[str], *, top_n: int = 15,
-                        temperature: float | None = None, top_k: int | None = None,
-                        top_p: float | None = None, title: str | None = None) -> Figure:
+def distributions_chart(
+    dists: Mapping[str, torch.Tensor],
+    labels: Sequence[str],
+    *,
+    top_n: int = 15,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    title: str | None = None,
+) -> Figure:
     """The next-token distribution after each sampling step, as four bar charts side by side.
 
     dists: ``generate.filtered_distributions(logits (V,), ...)`` (each (V,) summing to 1); labels: V
@@ -688,10 +837,13 @@ def distributions_chart(dists: Mapping[str, torch.Tensor], labels: Sequence[str]
     y = np.arange(len(order))
     # one x scale for all panels, so a bar's length means the same probability everywhere
     xmax = min(1.0, max(float(_to_numpy(dists[k]).ravel()[order].max()) for k, _ in STAGES)) * 1.22
-    names = {"temperature": ("T = 0: greedy" if temperature == 0 else f"÷ T = {temperature:g}")
-             if temperature is not None else "÷ temperature",
-             "top_k": "top-k off" if not top_k else f"top-k = {top_k}",
-             "top_p": "top-p off" if top_p is None or top_p >= 1 else f"top-p = {top_p:g}"}
+    names = {
+        "temperature": ("T = 0: greedy" if temperature == 0 else f"÷ T = {temperature:g}")
+        if temperature is not None
+        else "÷ temperature",
+        "top_k": "top-k off" if not top_k else f"top-k = {top_k}",
+        "top_p": "top-p off" if top_p is None or top_p >= 1 else f"top-p = {top_p:g}",
+    }
     for ax, (key, name) in zip(axes, STAGES):
         p = _to_numpy(dists[key]).ravel()
         kept = int((p > 0).sum())
@@ -732,16 +884,28 @@ class SamplingPlayground(_LiveView):
     ``text``, ``distributions``, ``current_png()``, ``reset()``; ``model_calls`` counts forwards.
     """
 
-    def __init__(self, model, tokenizer, prompt: str = "Once upon a time", *, temperature: float = 0.8,
-                 top_k: int | None = None, top_p: float | None = 0.9, seed: int = 0, top_n: int = 15):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompt: str = "Once upon a time",
+        *,
+        temperature: float = 0.8,
+        top_k: int | None = None,
+        top_p: float | None = 0.9,
+        seed: int = 0,
+        top_n: int = 15,
+    ):
         self.model, self.tokenizer, self.seed, self.top_n = model, tokenizer, seed, top_n
         self.temperature, self.top_k, self.top_p = _sampler_settings(temperature, top_k, top_p)
         self.model_calls = 0
         self._logits: dict[tuple, torch.Tensor] = {}
         self._labels = [tokenizer.id_to_piece(i) for i in range(len(tokenizer))]
         if len(self._labels) != model.args.vocab_size:
-            raise ExplorerError(f"tokenizer has {len(self._labels)} pieces but the model's vocab_size is "
-                                f"{model.args.vocab_size}: load the tokenizer that belongs to this model.")
+            raise ExplorerError(
+                f"tokenizer has {len(self._labels)} pieces but the model's vocab_size is "
+                f"{model.args.vocab_size}: load the tokenizer that belongs to this model."
+            )
         self._widget = None
         self.reset(prompt)
 
@@ -758,13 +922,19 @@ class SamplingPlayground(_LiveView):
         self._redraw()
         return self
 
-    def set(self, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-            prompt: str | None = None) -> SamplingPlayground:
+    def set(
+        self,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        prompt: str | None = None,
+    ) -> SamplingPlayground:
         """Change sampler settings (top_k 0 or None = off, top_p 1 or None = off) and/or the prompt."""
         self.temperature, self.top_k, self.top_p = _sampler_settings(
             self.temperature if temperature is None else temperature,
             (self.top_k or 0) if top_k is None else top_k,
-            (1.0 if self.top_p is None else self.top_p) if top_p is None else top_p)
+            (1.0 if self.top_p is None else self.top_p) if top_p is None else top_p,
+        )
         if prompt is not None and prompt != self.prompt:
             self.reset(prompt)  # redraws
         else:
@@ -799,14 +969,16 @@ class SamplingPlayground(_LiveView):
     def sample(self, n: int = 1) -> str:
         """Draw n tokens from the filtered distribution, append them, return their text."""
         if len(self.ids) + n > self.model.args.max_seq_len:
-            raise ExplorerError(f"{len(self.ids)} tokens already; {n} more would pass the model's "
-                                f"max_seq_len={self.model.args.max_seq_len}. Call reset() to start again.")
+            raise ExplorerError(
+                f"{len(self.ids)} tokens already; {n} more would pass the model's "
+                f"max_seq_len={self.model.args.max_seq_len}. Call reset() to start again."
+            )
         before = len(self.ids)
         for _ in range(n):
             probs = self.distributions["top_p"]  # (V,)
             self.ids.append(int(torch.multinomial(probs, 1, generator=self._generator)))
         self._redraw()
-        return self.tokenizer.decode(self.ids)[len(self.tokenizer.decode(self.ids[:before])):]
+        return self.tokenizer.decode(self.ids)[len(self.tokenizer.decode(self.ids[:before])) :]
 
     def current_png(self) -> bytes:
         self._render()
@@ -827,10 +999,15 @@ class SamplingPlayground(_LiveView):
     def _render(self) -> None:
         if self._png is not None:
             return
-        self._figure = distributions_chart(self.distributions, self._labels, top_n=self.top_n,
-                                           temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                                           title=f"next token after {len(self.ids)} tokens "
-                                                 f"({len(self.ids) - self.n_prompt} sampled)")
+        self._figure = distributions_chart(
+            self.distributions,
+            self._labels,
+            top_n=self.top_n,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            title=f"next token after {len(self.ids)} tokens ({len(self.ids) - self.n_prompt} sampled)",
+        )
         self._png = figure_png(self._figure)
 
     # ---- widgets ----
@@ -838,25 +1015,59 @@ class SamplingPlayground(_LiveView):
         import ipywidgets as W
 
         style = {"description_width": "90px"}
-        self._w_prompt = W.Text(value=self.prompt, description="prompt", continuous_update=False,
-                                layout=W.Layout(width="520px"), style=style)
-        self._w_temp = W.FloatSlider(value=self.temperature, min=0.0, max=2.0, step=0.05, description="temperature",
-                                     continuous_update=False, style=style, readout_format=".2f")
-        self._w_topk = W.IntSlider(value=self.top_k or 0, min=0, max=min(200, len(self._labels)),
-                                   description="top-k (0 off)", continuous_update=False, style=style)
-        self._w_topp = W.FloatSlider(value=1.0 if self.top_p is None else self.top_p, min=0.05, max=1.0,
-                                     step=0.05, description="top-p (1 off)", continuous_update=False, style=style,
-                                     readout_format=".2f")
+        self._w_prompt = W.Text(
+            value=self.prompt,
+            description="prompt",
+            continuous_update=False,
+            layout=W.Layout(width="520px"),
+            style=style,
+        )
+        self._w_temp = W.FloatSlider(
+            value=self.temperature,
+            min=0.0,
+            max=2.0,
+            step=0.05,
+            description="temperature",
+            continuous_update=False,
+            style=style,
+            readout_format=".2f",
+        )
+        self._w_topk = W.IntSlider(
+            value=self.top_k or 0,
+            min=0,
+            max=min(200, len(self._labels)),
+            description="top-k (0 off)",
+            continuous_update=False,
+            style=style,
+        )
+        self._w_topp = W.FloatSlider(
+            value=1.0 if self.top_p is None else self.top_p,
+            min=0.05,
+            max=1.0,
+            step=0.05,
+            description="top-p (1 off)",
+            continuous_update=False,
+            style=style,
+            readout_format=".2f",
+        )
         self._w_sample = W.Button(description="Sample next token", button_style="primary")
         self._w_sample10 = W.Button(description="Sample 10")
         self._w_reset = W.Button(description="Reset")
         self._w_chart = W.Image(format="png", layout=W.Layout(max_width="1050px"))
         self._w_text = W.HTML()
         self._w_status = W.HTML()
-        for w, cls in [(self._w_prompt, "prompt"), (self._w_temp, "temperature"), (self._w_topk, "topk"),
-                       (self._w_topp, "topp"), (self._w_sample, "sample"), (self._w_sample10, "sample10"),
-                       (self._w_reset, "reset"), (self._w_chart, "chart"), (self._w_text, "text"),
-                       (self._w_status, "status")]:
+        for w, cls in [
+            (self._w_prompt, "prompt"),
+            (self._w_temp, "temperature"),
+            (self._w_topk, "topk"),
+            (self._w_topp, "topp"),
+            (self._w_sample, "sample"),
+            (self._w_sample10, "sample10"),
+            (self._w_reset, "reset"),
+            (self._w_chart, "chart"),
+            (self._w_text, "text"),
+            (self._w_status, "status"),
+        ]:
             w.add_class(f"l2l-sampling-{cls}")
         self._updating = False
         for w in (self._w_temp, self._w_topk, self._w_topp):
@@ -865,13 +1076,16 @@ class SamplingPlayground(_LiveView):
         self._w_sample.on_click(lambda _b: self._guard(self.sample, 1))
         self._w_sample10.on_click(lambda _b: self._guard(self.sample, 10))
         self._w_reset.on_click(lambda _b: self._guard(self.reset))
-        self._widget = W.VBox([
-            self._w_prompt,
-            W.HBox([self._w_temp, self._w_topk, self._w_topp]),
-            W.HBox([self._w_sample, self._w_sample10, self._w_reset, self._w_status]),
-            self._w_text,
-            self._w_chart,
-        ], layout=W.Layout(padding="4px 8px"))
+        self._widget = W.VBox(
+            [
+                self._w_prompt,
+                W.HBox([self._w_temp, self._w_topk, self._w_topp]),
+                W.HBox([self._w_sample, self._w_sample10, self._w_reset, self._w_status]),
+                self._w_text,
+                self._w_chart,
+            ],
+            layout=W.Layout(padding="4px 8px"),
+        )
         self._widget.add_class("l2l-sampling")
         self._sync_widgets()
 
@@ -898,16 +1112,20 @@ class SamplingPlayground(_LiveView):
             self._w_topp.value = 1.0 if self.top_p is None else self.top_p
             self._w_chart.value = self.current_png()
             prompt_text = self.tokenizer.decode(self.ids[: self.n_prompt])
-            new_text = self.text[len(prompt_text):]
-            self._w_text.value = (f'<div style="font-family:monospace;white-space:pre-wrap;max-width:1000px;'
-                                  f'padding:4px;border:1px solid #ddd">{html.escape(prompt_text)}'
-                                  f'<span style="color:{GENERATED_COLOUR};font-weight:bold">'
-                                  f'{html.escape(new_text)}</span></div>')
+            new_text = self.text[len(prompt_text) :]
+            self._w_text.value = (
+                f'<div style="font-family:monospace;white-space:pre-wrap;max-width:1000px;'
+                f'padding:4px;border:1px solid #ddd">{html.escape(prompt_text)}'
+                f'<span style="color:{GENERATED_COLOUR};font-weight:bold">'
+                f"{html.escape(new_text)}</span></div>"
+            )
             full = len(self.ids) >= self.model.args.max_seq_len
             self._w_sample.disabled = self._w_sample10.disabled = full
         finally:
             self._updating = False
 
     def __repr__(self) -> str:
-        return (f"SamplingPlayground({len(self.ids)} tokens, temperature={self.temperature}, top_k={self.top_k}, "
-                f"top_p={self.top_p})")
+        return (
+            f"SamplingPlayground({len(self.ids)} tokens, temperature={self.temperature}, top_k={self.top_k}, "
+            f"top_p={self.top_p})"
+        )

@@ -14,15 +14,21 @@ import torch
 
 from ..core.transformer import Transformer
 
-ROLE_COLOURS = {"bos": "#d9d9d9", "eos": "#d9d9d9", "tag": "#fde2b8", "system": "#d4c4ee", "user": "#c6dbef",
-                "assistant": "#c7e9c0"}
-_CELL = ("border:1px solid #fff;padding:2px 5px;font-family:monospace;font-size:12px;text-align:center;"
-         "white-space:pre")
+ROLE_COLOURS = {
+    "bos": "#d9d9d9",
+    "eos": "#d9d9d9",
+    "tag": "#fde2b8",
+    "system": "#d4c4ee",
+    "user": "#c6dbef",
+    "assistant": "#c7e9c0",
+}
+_CELL = "border:1px solid #fff;padding:2px 5px;font-family:monospace;font-size:12px;text-align:center;white-space:pre"
 
 
 def show_html(text: str) -> None:
     """Display an HTML string in the notebook."""
     from IPython.display import HTML, display
+
     display(HTML(text))
 
 
@@ -35,9 +41,16 @@ def _piece(tokenizer, i: int) -> str:
     return p.replace("\n", "\\n")
 
 
-def token_table(tokenizer, ids: Sequence[int], *, roles: Sequence[str] | None = None,
-                mask: Sequence[int] | None = None, highlight: Sequence[bool] | None = None,
-                per_row: int = 16, title: str = "") -> str:
+def token_table(
+    tokenizer,
+    ids: Sequence[int],
+    *,
+    roles: Sequence[str] | None = None,
+    mask: Sequence[int] | None = None,
+    highlight: Sequence[bool] | None = None,
+    per_row: int = 16,
+    title: str = "",
+) -> str:
     """HTML: one column per token (piece, id, and the loss mask when given), wrapped every per_row tokens.
 
     roles (one per token: a key of ROLE_COLOURS) colours the columns; highlight (one bool per token) marks
@@ -69,8 +82,15 @@ def token_table(tokenizer, ids: Sequence[int], *, roles: Sequence[str] | None = 
     legend = ""
     if roles is not None:
         used = [r for r in ROLE_COLOURS if r in set(roles) and r != "eos"]
-        legend = "<div>" + " ".join(f"<span style='background:{ROLE_COLOURS[r]};padding:2px 6px;font-size:12px'>"
-                                     f"{'bos / eos' if r == 'bos' else r}</span>" for r in used) + "</div>"
+        legend = (
+            "<div>"
+            + " ".join(
+                f"<span style='background:{ROLE_COLOURS[r]};padding:2px 6px;font-size:12px'>"
+                f"{'bos / eos' if r == 'bos' else r}</span>"
+                for r in used
+            )
+            + "</div>"
+        )
     return head + legend + "".join(blocks)
 
 
@@ -78,6 +98,7 @@ def dialog_table(tokenizer, dialog, per_row: int = 16) -> tuple[str, list[int], 
     """The encoded dialog as a token table coloured by who wrote each token, with the SFT loss mask.
     -> (html, ids, mask), ids and mask from ``chat.encode_dialog_with_mask``."""
     from ..text.chat import dialog_segments, encode_dialog_with_mask
+
     ids, mask = encode_dialog_with_mask(tokenizer, dialog)
     roles = [s.role for s in dialog_segments(tokenizer, dialog)]
     return token_table(tokenizer, ids, roles=roles, mask=mask, per_row=per_row), ids, mask
@@ -89,26 +110,39 @@ def pieces_html(tokenizer, text: str) -> str:
     chips = []
     for i in ids:
         colour = "#fdd0a2" if tokenizer.is_byte(i) else "#c6dbef"
-        chips.append(f"<span title='id {i}' style='background:{colour};margin:1px;padding:1px 4px;display:inline-block;"
-                     f"border-radius:3px;font-family:monospace'>{_html.escape(tokenizer.id_to_piece(i))}</span>")
+        chips.append(
+            f"<span title='id {i}' style='background:{colour};margin:1px;padding:1px 4px;display:inline-block;"
+            f"border-radius:3px;font-family:monospace'>{_html.escape(tokenizer.id_to_piece(i))}</span>"
+        )
     return f"<div><b>{len(ids)} tokens</b> ({len(tokenizer):,} pieces in the vocabulary)</div>" + "".join(chips)
 
 
-def value_table(values: Sequence[float], *, label: str = "step", value_label: str = "loss", per_row: int = 10,
-                fmt: str = "{:.2f}", start: int = 1) -> str:
+def value_table(
+    values: Sequence[float],
+    *,
+    label: str = "step",
+    value_label: str = "loss",
+    per_row: int = 10,
+    fmt: str = "{:.2f}",
+    start: int = 1,
+) -> str:
     """A list of numbers as a small table, per_row to a row, with the index above each value."""
     blocks = []
     for s in range(0, len(values), per_row):
-        chunk = list(values[s:s + per_row])
+        chunk = list(values[s : s + per_row])
         idx = "".join(f"<td style='{_CELL};color:#777'>{s + j + start}</td>" for j in range(len(chunk)))
         val = "".join(f"<td style='{_CELL}'>{fmt.format(v)}</td>" for v in chunk)
-        blocks.append(f"<table style='border-collapse:collapse;margin:0 0 4px 0'><tr><th style='{_CELL};"
-                      f"text-align:right'>{label}</th>{idx}</tr><tr><th style='{_CELL};text-align:right'>"
-                      f"{value_label}</th>{val}</tr></table>")
+        blocks.append(
+            f"<table style='border-collapse:collapse;margin:0 0 4px 0'><tr><th style='{_CELL};"
+            f"text-align:right'>{label}</th>{idx}</tr><tr><th style='{_CELL};text-align:right'>"
+            f"{value_label}</th>{val}</tr></table>"
+        )
     return "".join(blocks)
 
 
-def rows_table(header: Sequence[str], rows: Sequence[Sequence], title: str = "", code_columns: Sequence[int] = ()) -> str:
+def rows_table(
+    header: Sequence[str], rows: Sequence[Sequence], title: str = "", code_columns: Sequence[int] = ()
+) -> str:
     """A plain HTML table; the columns in code_columns in monospace. Cells wrap between words."""
     th = "".join(f"<th style='text-align:left;padding:2px 8px'>{_html.escape(str(h))}</th>" for h in header)
     body = []
@@ -127,8 +161,7 @@ def rows_table(header: Sequence[str], rows: Sequence[Sequence], title: str = "",
 def chat_transcript(title: str, system: str, turns: Sequence[tuple[str, str, str]]) -> str:
     """A checked chat as a table: turn, user, reply, verdicts. turns: (user, reply, marks)."""
     rows = [(k, u, r, m) for k, (u, r, m) in enumerate(turns, start=1)]
-    return rows_table(["k", "user", "reply", "checks"], rows, code_columns=(2,),
-                      title=f"{title} — system: {system}")
+    return rows_table(["k", "user", "reply", "checks"], rows, code_columns=(2,), title=f"{title} — system: {system}")
 
 
 def side_by_side(*parts: str) -> str:
@@ -153,8 +186,15 @@ class CallRecorder(torch.nn.Module):
 
     def forward(self, tokens, start_pos: int = 0, cache=None, *rest, **kw):
         out = self.model(tokens, start_pos, cache, *rest, **kw)
-        self.calls.append(dict(fed=int(tokens.shape[-1]), start=int(start_pos), filled=int(start_pos) + int(tokens.shape[-1]),
-                               cache=cache, logits=out[0, -1].detach().clone()))
+        self.calls.append(
+            dict(
+                fed=int(tokens.shape[-1]),
+                start=int(start_pos),
+                filled=int(start_pos) + int(tokens.shape[-1]),
+                cache=cache,
+                logits=out[0, -1].detach().clone(),
+            )
+        )
         return out
 
     def new_cache(self, *a, **kw):
@@ -169,30 +209,56 @@ def kv_cache_figure(calls: Sequence[dict], max_len: int, bytes_per_position: int
     grid = torch.zeros(len(calls), max_len)
     for i, s in enumerate(calls):
         grid[i, : s["start"]] = 1
-        grid[i, s["start"]: s["filled"]] = 2
+        grid[i, s["start"] : s["filled"]] = 2
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw=dict(width_ratios=[1.4, 1]))
-    ax1.imshow(grid, aspect="auto", cmap=ListedColormap(["white", "#bbbbbb", "#2ca02c"]), vmin=0, vmax=2,
-               interpolation="nearest")
+    ax1.imshow(
+        grid,
+        aspect="auto",
+        cmap=ListedColormap(["white", "#bbbbbb", "#2ca02c"]),
+        vmin=0,
+        vmax=2,
+        interpolation="nearest",
+    )
     ax1.set_xlabel("cache position")
     ax1.set_ylabel("call (0 = prefill)")
-    ax1.set_title(f"KV cache of {max_len} positions: prefill writes {calls[0]['filled']}, each decode step writes 1",
-                  fontsize=10)
+    ax1.set_title(
+        f"KV cache of {max_len} positions: prefill writes {calls[0]['filled']}, each decode step writes 1", fontsize=10
+    )
     ax2.plot(range(len(calls)), [s["filled"] * bytes_per_position / 1024 for s in calls], "o-", ms=3)
     ax2.set_xlabel("call")
     ax2.set_ylabel("KiB of keys + values in use")
-    ax2.set_title(f"{bytes_per_position:,} bytes per position (float32, {n_layers} layers × {kv_heads} KV heads)",
-                  fontsize=10)
+    ax2.set_title(
+        f"{bytes_per_position:,} bytes per position (float32, {n_layers} layers × {kv_heads} KV heads)", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
 
-def package_generate(model, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k=None, top_p=None,
-                     generator: torch.Generator | None = None) -> list[int]:
+def package_generate(
+    model,
+    prompt_ids,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k=None,
+    top_p=None,
+    generator: torch.Generator | None = None,
+) -> list[int]:
     """The package's ``generate`` behind the signature of notebook 08's ``my_generate`` (no stop at EOS)."""
     from ..inference import generate
+
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else None
-    return list(generate(model, list(prompt_ids), max_new_tokens, temperature=temperature, top_k=top_k,
-                         top_p=top_p, seed=seed, eos_id=None))
+    return list(
+        generate(
+            model,
+            list(prompt_ids),
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            eos_id=None,
+        )
+    )
 
 
 # --- 09: chat with two models side by side -------------------------------------------------------------
@@ -203,9 +269,16 @@ class ChatPanel:
     HTML that wraps long replies (nothing is clipped); ``send(text)`` is what the send button does.
     """
 
-    def __init__(self, models: dict, reply: Callable, system: str = "", titles: dict | None = None,
-                 question: str = "What is your name?"):
+    def __init__(
+        self,
+        models: dict,
+        reply: Callable,
+        system: str = "",
+        titles: dict | None = None,
+        question: str = "What is your name?",
+    ):
         import ipywidgets as W
+
         self.models, self.reply = models, reply
         self.titles = titles or {k: k for k in models}
         self.history: dict[str, list[dict]] = {k: [] for k in models}
@@ -213,22 +286,37 @@ class ChatPanel:
         self.user_box = W.Text(value=question, description="user", layout=W.Layout(width="70%"))
         self.send_button = W.Button(description="send", button_style="primary")
         self.reset_button = W.Button(description="reset")
-        self.boxes = {k: W.HTML(layout=W.Layout(width="100%", border="1px solid #ccc", padding="4px",
-                                                  min_height="60px")) for k in models}
+        self.boxes = {
+            k: W.HTML(layout=W.Layout(width="100%", border="1px solid #ccc", padding="4px", min_height="60px"))
+            for k in models
+        }
         self.send_button.on_click(lambda _: self.send(self.user_box.value))
         self.reset_button.on_click(lambda _: self.reset())
-        cols = [W.VBox([W.HTML(f"<b>{_html.escape(self.titles[k])}</b>"), self.boxes[k]],
-                       layout=W.Layout(width=f"{96 // len(models)}%")) for k in models]
-        self.widget = W.VBox([self.system_box, W.HBox([self.user_box, self.send_button, self.reset_button]),
-                              W.HBox(cols, layout=W.Layout(width="100%"))])
+        cols = [
+            W.VBox(
+                [W.HTML(f"<b>{_html.escape(self.titles[k])}</b>"), self.boxes[k]],
+                layout=W.Layout(width=f"{96 // len(models)}%"),
+            )
+            for k in models
+        ]
+        self.widget = W.VBox(
+            [
+                self.system_box,
+                W.HBox([self.user_box, self.send_button, self.reset_button]),
+                W.HBox(cols, layout=W.Layout(width="100%")),
+            ]
+        )
         self._render()
 
     def send(self, text: str) -> dict[str, str]:
         self.user_box.value = text
         out = {}
         for k, model in self.models.items():
-            msgs = [{"role": "system", "content": self.system_box.value}] + self.history[k] + \
-                   [{"role": "user", "content": text}]
+            msgs = (
+                [{"role": "system", "content": self.system_box.value}]
+                + self.history[k]
+                + [{"role": "user", "content": text}]
+            )
             out[k] = self.reply(model, msgs)
             self.history[k] += [{"role": "user", "content": text}, {"role": "assistant", "content": out[k]}]
         self._render()
@@ -241,14 +329,20 @@ class ChatPanel:
 
     def _render(self) -> None:
         for k, box in self.boxes.items():
-            lines = [f"<div style='margin:2px 0'><span style='color:#555'>user:</span> {_html.escape(m['content'])}</div>"
-                     if m["role"] == "user" else
-                     f"<div style='margin:2px 0 8px 0'><span style='color:#555'>{_html.escape(self.titles[k])}:</span> "
-                     f"<code style='white-space:pre-wrap;word-break:break-word'>{_html.escape(m['content'])}</code></div>"
-                     for m in self.history[k]]
-            box.value = "<div style='white-space:normal;line-height:1.4'>" + ("".join(lines) or
-                                                                             "<i>(no messages yet)</i>") + "</div>"
+            lines = [
+                f"<div style='margin:2px 0'><span style='color:#555'>user:</span> {_html.escape(m['content'])}</div>"
+                if m["role"] == "user"
+                else f"<div style='margin:2px 0 8px 0'><span style='color:#555'>{_html.escape(self.titles[k])}:</span> "
+                f"<code style='white-space:pre-wrap;word-break:break-word'>{_html.escape(m['content'])}</code></div>"
+                for m in self.history[k]
+            ]
+            box.value = (
+                "<div style='white-space:normal;line-height:1.4'>"
+                + ("".join(lines) or "<i>(no messages yet)</i>")
+                + "</div>"
+            )
 
     def _ipython_display_(self):
         from IPython.display import display
+
         display(self.widget)

@@ -45,8 +45,8 @@ PLACEHOLDER_TAG = "exercise-placeholder"
 RAISES_TAG = "raises-exception"  # nbval, JupyterLab's Run All and Jupyter Book let a cell with this tag raise
 CODE_PLACEHOLDER = (
     "# YOUR CODE HERE\n"
-    "raise NotImplementedError(\"Exercise: write your solution in this cell (see the prompt above), "
-    "then run the checks below.\")"
+    'raise NotImplementedError("Exercise: write your solution in this cell (see the prompt above), '
+    'then run the checks below.")'
 )
 MARKDOWN_PLACEHOLDER = "*Your answer here.*"
 
@@ -107,8 +107,9 @@ def exercise_problems(nb) -> list[str]:
     for first, last, skeleton in _blocks(nb):
         j = first - 1 - int(skeleton)  # the prompt comes before the block (and before its skeleton)
         if j < 0 or nb.cells[j].cell_type != "markdown":
-            problems.append(f"cell {first}: a solution cell with no markdown exercise prompt before it "
-                            "(or before its skeleton)")
+            problems.append(
+                f"cell {first}: a solution cell with no markdown exercise prompt before it (or before its skeleton)"
+            )
         for i in range(first, last):
             if not nb.cells[i].source.strip():
                 problems.append(f"cell {i}: an empty solution cell")
@@ -186,14 +187,18 @@ def put_solutions_back(student, instructor):
     import nbformat
 
     if any("id" not in c for c in [*student.cells, *instructor.cells]):
-        raise CourseError("put_solutions_back matches cells by id: both notebooks need cell ids (nbformat >= 4.5; "
-                          "open and save them once in Jupyter).")
+        raise CourseError(
+            "put_solutions_back matches cells by id: both notebooks need cell ids (nbformat >= 4.5; "
+            "open and save them once in Jupyter)."
+        )
     inst_ids = {c["id"] for c in instructor.cells}
     by_id = {c["id"]: c for c in student.cells}
     absent = [c["id"] for c in instructor.cells if not is_solution(c) and c["id"] not in by_id]
     if absent:
-        raise CourseError(f"the student copy lacks {len(absent)} cell(s) of the instructor's notebook (first id "
-                          f"{absent[0]!r}): it was made from another version of it; make a fresh copy.")
+        raise CourseError(
+            f"the student copy lacks {len(absent)} cell(s) of the instructor's notebook (first id "
+            f"{absent[0]!r}): it was made from another version of it; make a fresh copy."
+        )
     extra: dict = {}  # the learner's own cells, keyed by the instructor cell they follow
     prev = None
     for c in student.cells:
@@ -262,8 +267,12 @@ def checked_builds(nb) -> dict[str, int]:
     (``assert not check_x(wrong).passed``; ``r = check_x(wrong)`` ... ``assert not r.passed`` or
     ``assert r.mistake == ...``) is not one."""
     trees = [_tree(c) for c in nb.cells]
-    defined = {name for t in trees for name, node in _definitions(t).items()  # functions and classes: the
-               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}  # tokenizer is no build
+    defined = {
+        name
+        for t in trees
+        for name, node in _definitions(t).items()  # functions and classes: the
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    }  # tokenizer is no build
     calls: list[tuple[ast.Call, int]] = []
     result_of: dict[str, list[ast.Call]] = {}  # r = check_x(...): r -> the calls
     failing: set[int] = set()  # id() of check calls asserted to fail
@@ -276,16 +285,25 @@ def checked_builds(nb) -> dict[str, int]:
         for node in ast.walk(tree) if tree else []:
             if isinstance(node, ast.Call) and _CHECK_NAME.match(_call_name(node)):
                 calls.append((node, i))
-            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
-                    and _CHECK_NAME.match(_call_name(node.value)):
+            elif (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Call)
+                and _CHECK_NAME.match(_call_name(node.value))
+            ):
                 for t in node.targets:
                     if isinstance(t, ast.Name):
                         result_of.setdefault(t.id, []).append(node.value)
             elif isinstance(node, ast.Assert):  # `assert r.mistake == "..."`: a demo of a diagnosed mistake
-                failing_names |= {n.value.id for n in ast.walk(node.test) if isinstance(n, ast.Attribute)
-                                  and n.attr == "mistake" and isinstance(n.value, ast.Name)}
-            if isinstance(node, ast.Assert) and isinstance(node.test, ast.UnaryOp) \
-                    and isinstance(node.test.op, ast.Not):
+                failing_names |= {
+                    n.value.id
+                    for n in ast.walk(node.test)
+                    if isinstance(n, ast.Attribute) and n.attr == "mistake" and isinstance(n.value, ast.Name)
+                }
+            if (
+                isinstance(node, ast.Assert)
+                and isinstance(node.test, ast.UnaryOp)
+                and isinstance(node.test.op, ast.Not)
+            ):
                 inner = unwrap(node.test.operand)
                 if isinstance(inner, ast.Call):
                     failing.add(id(inner))
@@ -318,8 +336,10 @@ def untagged_builds(nb) -> list[str]:
             elif "NotImplementedError" not in (ast.get_source_segment(_code(c.source), node) or ""):
                 ready_made.append(i)
         if ready_made:
-            problems.append(f"{name} (checked in cell {where}) is defined ready-made in cell(s) {ready_made}: make "
-                            "that a skeleton raising NotImplementedError and put the code in a cell tagged 'solution'")
+            problems.append(
+                f"{name} (checked in cell {where}) is defined ready-made in cell(s) {ready_made}: make "
+                "that a skeleton raising NotImplementedError and put the code in a cell tagged 'solution'"
+            )
         elif not in_solution:
             problems.append(f"{name} (checked in cell {where}) is defined in no cell tagged 'solution'")
     return problems
@@ -335,8 +355,9 @@ def _same_folder(a: Path, b: Path) -> bool:
         return False
 
 
-def make_student_copies(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                        pattern: str = "*.ipynb") -> list[StudentCopy]:
+def make_student_copies(
+    src_dir: str | os.PathLike, out_dir: str | os.PathLike, pattern: str = "*.ipynb"
+) -> list[StudentCopy]:
     """Write a student copy of every notebook of ``src_dir`` (matching ``pattern``) into ``out_dir``.
 
     Refuses to write into ``src_dir`` itself. Existing student copies of the same name in
@@ -348,8 +369,10 @@ def make_student_copies(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
     if not src.is_dir():
         raise CourseError(f"no notebooks folder at {src}: pass the course's notebooks/ folder (--notebooks DIR).")
     if _same_folder(src, out):
-        raise CourseError(f"the output folder {out} is the notebooks folder itself: student copies would "
-                          "overwrite the solutions. Choose another folder, e.g. --student student_notebooks.")
+        raise CourseError(
+            f"the output folder {out} is the notebooks folder itself: student copies would "
+            "overwrite the solutions. Choose another folder, e.g. --student student_notebooks."
+        )
     if out.exists() and not out.is_dir():
         raise CourseError(f"{out} exists and is not a folder; choose a folder for the student copies.")
     sources = sorted(p for p in src.glob(pattern) if p.is_file() and ".ipynb_checkpoints" not in p.parts)
@@ -382,10 +405,18 @@ def format_report(report: list[StudentCopy]) -> str:
 
 # --- command line (wired into `llama2-lab course` by cli.py) --------------------------------------
 def add_course_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--student", metavar="OUTDIR", required=True,
-                        help="write student copies (solutions replaced by placeholders) into this folder")
-    parser.add_argument("--notebooks", metavar="DIR", default=None,
-                        help=f"the course notebooks to copy (default: {default_notebooks_dir()})")
+    parser.add_argument(
+        "--student",
+        metavar="OUTDIR",
+        required=True,
+        help="write student copies (solutions replaced by placeholders) into this folder",
+    )
+    parser.add_argument(
+        "--notebooks",
+        metavar="DIR",
+        default=None,
+        help=f"the course notebooks to copy (default: {default_notebooks_dir()})",
+    )
     return parser
 
 

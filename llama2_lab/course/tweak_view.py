@@ -52,8 +52,17 @@ class LivePlot:
     "kv" (validation loss against KV-cache bytes per token), or None.
     """
 
-    def __init__(self, labels, lab: Lab, title: str = "", panel: str | None = "final", redraw_every: int = 25,
-                 ymax: float | None = None, min_interval_s: float = 3.0, output=None):
+    def __init__(
+        self,
+        labels,
+        lab: Lab,
+        title: str = "",
+        panel: str | None = "final",
+        redraw_every: int = 25,
+        ymax: float | None = None,
+        min_interval_s: float = 3.0,
+        output=None,
+    ):
         if panel not in PANELS:
             raise ValueError(f"panel={panel!r}; choose one of {PANELS}.")
         self.labels, self.lab, self.title, self.panel = list(labels), lab, title, panel
@@ -94,7 +103,8 @@ class LivePlot:
             done = {k: v for k, v in self.results.items() if v}
             if done:
                 {"final": plot_final, "position": plot_loss_by_position, "kv": plot_kv_tradeoff}[self.panel](
-                    done, self.lab, ax=self.ax2, colors={k: self.color(k) for k in done})
+                    done, self.lab, ax=self.ax2, colors={k: self.color(k) for k in done}
+                )
         if final:
             self.fig.tight_layout()
         if self.handle is not None:
@@ -119,7 +129,7 @@ class LivePlot:
                     steps, losses = zip(*pts)
                     smoothed = smooth(list(losses))
                     ax.plot(steps, smoothed, color=c, lw=0.8, alpha=0.35)
-                    top = max(top, min(max(smoothed[len(smoothed) // 3:]), losses[0] + 0.5))  # a spike stays off-scale
+                    top = max(top, min(max(smoothed[len(smoothed) // 3 :]), losses[0] + 0.5))  # a spike stays off-scale
                 if rows and rows[-1]["train_loss"] is None:  # diverged: mark where
                     ax.plot(rows[-1]["step"], ax.get_ylim()[1] if ax.has_data() else 8, "x", color=c, ms=8)
             finished = self.results.get(label) or []
@@ -127,9 +137,16 @@ class LivePlot:
                 steps, mean, lo, hi = mean_curve(finished)
                 if steps:
                     ax.fill_between(steps, lo, hi, color=c, alpha=0.25, lw=0)
-                    ax.plot(steps, mean, "o-", color=c, ms=3, lw=1.8,
-                            label=f"{label} (val, {len(finished)} seed{'s' * (len(finished) > 1)})")
-                    top = max(top, max(hi[len(hi) // 3:]))
+                    ax.plot(
+                        steps,
+                        mean,
+                        "o-",
+                        color=c,
+                        ms=3,
+                        lw=1.8,
+                        label=f"{label} (val, {len(finished)} seed{'s' * (len(finished) > 1)})",
+                    )
+                    top = max(top, max(hi[len(hi) // 3 :]))
                 elif any(r.diverged_at for r in finished):
                     ax.plot([], [], "x", color=c, label=f"{label}: diverged")
             else:
@@ -137,8 +154,9 @@ class LivePlot:
         ax.set_xlim(0, self.lab.steps)
         if top:
             ax.set_ylim(top=self.ymax or top + 0.3)
-        ax.set_xlabel("step   (thin: train loss of each seed; band: validation loss, lowest to highest seed)",
-                      fontsize=8)
+        ax.set_xlabel(
+            "step   (thin: train loss of each seed; band: validation loss, lowest to highest seed)", fontsize=8
+        )
         ax.set_ylabel("loss (nats/token)")
         elapsed = time.perf_counter() - self.t0
         ax.set_title(f"{self.title}  ({elapsed:.0f} s)" if self.title else f"{elapsed:.0f} s", fontsize=10)
@@ -146,8 +164,9 @@ class LivePlot:
         ax.spines[["top", "right"]].set_visible(False)
 
 
-def plot_final(results: dict[str, list[RunResult]], lab: Lab | None = None, ax=None, colors=None,
-               metric: str = "val_loss"):
+def plot_final(
+    results: dict[str, list[RunResult]], lab: Lab | None = None, ax=None, colors=None, metric: str = "val_loss"
+):
     """Final validation loss of every seed (dots) and the mean over seeds (a bar), per arm."""
     ax = ax or plt.subplots(figsize=(5, 3.5))[1]
     colors = colors or {k: COLORS[i % len(COLORS)] for i, k in enumerate(results)}
@@ -160,8 +179,15 @@ def plot_final(results: dict[str, list[RunResult]], lab: Lab | None = None, ax=N
             ax.hlines(row["mean"], i - 0.3, i + 0.3, color=colors[label], lw=2.5)
             ax.text(i + 0.32, row["mean"], f"{row['mean']:.3f}", va="center", fontsize=7)
         if len(ok) < len(vals):  # x in data units, y near the top of the axes
-            ax.text(i, 0.95, f"{len(vals) - len(ok)} diverged", ha="center", fontsize=7, color=colors[label],
-                    transform=ax.get_xaxis_transform())
+            ax.text(
+                i,
+                0.95,
+                f"{len(vals) - len(ok)} diverged",
+                ha="center",
+                fontsize=7,
+                color=colors[label],
+                transform=ax.get_xaxis_transform(),
+            )
     ax.set_xticks(range(len(results)), list(results), rotation=15, fontsize=8)
     ax.set_xlim(-0.6, len(results) - 0.2)
     ax.set_ylabel(f"final {metric.replace('_', ' ')}")
@@ -182,8 +208,14 @@ def plot_loss_by_position(results: dict[str, list[RunResult]], lab: Lab, ax=None
         n = min(len(c) for c in curves)
         xs = list(range(1, n + 1))
         mean = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
-        ax.fill_between(xs, [min(c[i] for c in curves) for i in range(n)],
-                        [max(c[i] for c in curves) for i in range(n)], color=colors[label], alpha=0.25, lw=0)
+        ax.fill_between(
+            xs,
+            [min(c[i] for c in curves) for i in range(n)],
+            [max(c[i] for c in curves) for i in range(n)],
+            color=colors[label],
+            alpha=0.25,
+            lw=0,
+        )
         stop = " (stops: no table rows)" if n < lab.probe_len else ""
         ax.plot(xs, mean, color=colors[label], lw=1.6, label=label + stop)
     ax.axvline(lab.seq_len, color="grey", ls="--", lw=1)
@@ -204,8 +236,15 @@ def plot_kv_tradeoff(results: dict[str, list[RunResult]], lab: Lab | None = None
         if not row["n"]:
             continue
         x = row["kv_bytes_per_token"]
-        ax.errorbar([x], [row["mean"]], yerr=[[row["mean"] - row["min"]], [row["max"] - row["mean"]]],
-                    fmt="o", color=colors[row["arm"]], capsize=4, ms=6)
+        ax.errorbar(
+            [x],
+            [row["mean"]],
+            yerr=[[row["mean"] - row["min"]], [row["max"] - row["mean"]]],
+            fmt="o",
+            color=colors[row["arm"]],
+            capsize=4,
+            ms=6,
+        )
         ax.annotate(f" {row['arm']}", (x, row["mean"]), fontsize=8)
     ax.set_xscale("log", base=2)
     xs = [row["kv_bytes_per_token"] for row in summarize(results)]
@@ -217,8 +256,17 @@ def plot_kv_tradeoff(results: dict[str, list[RunResult]], lab: Lab | None = None
     return ax
 
 
-def run_live(arms: dict, lab: Lab, seeds=(0, 1), title: str = "", panel: str | None = "final",
-             use_cache: bool = True, cache=None, ymax: float | None = None, output=None):
+def run_live(
+    arms: dict,
+    lab: Lab,
+    seeds=(0, 1),
+    title: str = "",
+    panel: str | None = "final",
+    use_cache: bool = True,
+    cache=None,
+    ymax: float | None = None,
+    output=None,
+):
     """Train the arms with a live plot; returns (results, figure). Cached runs appear at once.
     ``output``, an ipywidgets Output, shows the plot there instead of below the cell."""
     plot = LivePlot(list(arms), lab, title=title, panel=panel, ymax=ymax, output=output)
@@ -239,26 +287,44 @@ class TweakWidget:
     The first selected arm is the reference the others are compared with.
     """
 
-    def __init__(self, lab: Lab | None = None, extra_arms: dict | None = None, choices: dict | None = None,
-                 selected=("reference (Llama 2)", "post-norm"), cache=None):
+    def __init__(
+        self,
+        lab: Lab | None = None,
+        extra_arms: dict | None = None,
+        choices: dict | None = None,
+        selected=("reference (Llama 2)", "post-norm"),
+        cache=None,
+    ):
         import ipywidgets as W
 
         self.lab = lab or Lab.preset("learner")
         self.arms = {**(choices or CATALOG), **(extra_arms or {})}
         self.cache = cache
         self.results: dict[str, list[RunResult]] = {}
-        self.pick = W.SelectMultiple(options=list(self.arms), value=tuple(s for s in selected if s in self.arms),
-                                     rows=min(12, len(self.arms)), description="arms")
-        self.steps = W.IntSlider(value=self.lab.steps, min=max(2 * self.lab.warmup_steps, 10),
-                                 max=max(600, self.lab.steps), step=10, description="steps")
+        self.pick = W.SelectMultiple(
+            options=list(self.arms),
+            value=tuple(s for s in selected if s in self.arms),
+            rows=min(12, len(self.arms)),
+            description="arms",
+        )
+        self.steps = W.IntSlider(
+            value=self.lab.steps,
+            min=max(2 * self.lab.warmup_steps, 10),
+            max=max(600, self.lab.steps),
+            step=10,
+            description="steps",
+        )
         self.seeds = W.IntSlider(value=2, min=1, max=4, description="seeds")
         self.button = W.Button(description="train", button_style="primary", icon="play")
         self.plot_out, self.out = W.Output(), W.Output()  # the live figure; the table and the verdicts
         self.button.on_click(self._on_click)
-        hint = W.HTML(f"<small>about {self.estimate_s():.0f} s for the default choice on one idle core; "
-                      "finished runs come from the cache</small>")
-        self.box = W.VBox([W.HBox([self.pick, W.VBox([self.steps, self.seeds, self.button, hint])]), self.plot_out,
-                           self.out])
+        hint = W.HTML(
+            f"<small>about {self.estimate_s():.0f} s for the default choice on one idle core; "
+            "finished runs come from the cache</small>"
+        )
+        self.box = W.VBox(
+            [W.HBox([self.pick, W.VBox([self.steps, self.seeds, self.button, hint])]), self.plot_out, self.out]
+        )
 
     def estimate_s(self, arms: int = 2, seeds: int = 2, steps: int | None = None) -> float:
         """Rough wall time: about 45 µs per trained token on one idle core for the learner lab."""
@@ -273,8 +339,14 @@ class TweakWidget:
             return {}
         lab = replace(self.lab, steps=self.steps.value, eval_every=max(1, self.steps.value // 6))
         self.out.clear_output()
-        results, _ = run_live({k: self.arms[k] for k in chosen}, lab, seeds=tuple(range(self.seeds.value)),
-                              title="your experiment", cache=self.cache, output=self.plot_out)
+        results, _ = run_live(
+            {k: self.arms[k] for k in chosen},
+            lab,
+            seeds=tuple(range(self.seeds.value)),
+            title="your experiment",
+            cache=self.cache,
+            output=self.plot_out,
+        )
         with self.out:
             print(format_table(summarize(results)))
             for line in verdicts(results, chosen[0]):
@@ -292,4 +364,3 @@ class TweakWidget:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return self.box._repr_mimebundle_(include=include, exclude=exclude)
-

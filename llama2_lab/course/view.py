@@ -44,11 +44,14 @@ def table_html(rows, headers: Sequence[str] | None = None, caption: str = "") ->
     td = "padding:2px 10px;text-align:right;white-space:nowrap;border-bottom:1px solid #ddd"
     out = [f'<table class="l2l-table" style="{style}">']
     if caption:
-        out.append(f'<caption style="text-align:left;font-family:sans-serif;padding-bottom:2px">'
-                   f"{html.escape(caption)}</caption>")
+        out.append(
+            f'<caption style="text-align:left;font-family:sans-serif;padding-bottom:2px">'
+            f"{html.escape(caption)}</caption>"
+        )
     if headers:
-        out.append("<tr>" + "".join(f'<th style="{td};font-weight:bold">{html.escape(str(h))}</th>'
-                                    for h in headers) + "</tr>")
+        out.append(
+            "<tr>" + "".join(f'<th style="{td};font-weight:bold">{html.escape(str(h))}</th>' for h in headers) + "</tr>"
+        )
     for r in rows:
         out.append("<tr>" + "".join(f'<td style="{td}">{html.escape(_cell(v))}</td>' for v in r) + "</tr>")
     out.append("</table>")
@@ -126,13 +129,23 @@ def plot_position_losses(curves: dict, train_len: int, bucket: int = 32, title: 
     for name, losses in curves.items():
         losses = torch.as_tensor(losses).float()
         T = losses.shape[-1] // bucket * bucket
-        means = losses[..., :T].reshape(-1, bucket).mean(-1) if losses.dim() == 1 else \
-            losses[:, :T].mean(0).reshape(-1, bucket).mean(-1)
+        means = (
+            losses[..., :T].reshape(-1, bucket).mean(-1)
+            if losses.dim() == 1
+            else losses[:, :T].mean(0).reshape(-1, bucket).mean(-1)
+        )
         centres = torch.arange(len(means)) * bucket + bucket / 2
         ax.plot(centres.tolist(), means.tolist(), "o-", ms=3, label=name)
     ax.axvline(train_len, color="gray", ls="--", lw=1)
-    ax.text(train_len, ax.get_ylim()[1], f" trained on {train_len}-token rows", va="top", ha="left",
-            fontsize=9, color="gray")
+    ax.text(
+        train_len,
+        ax.get_ylim()[1],
+        f" trained on {train_len}-token rows",
+        va="top",
+        ha="left",
+        fontsize=9,
+        color="gray",
+    )
     ax.set_xlabel("position in the row")
     ax.set_ylabel(f"mean loss (per {bucket} positions)")
     if title:
@@ -212,8 +225,15 @@ def kv_cache_figure(n_kv_heads: int = 8, stats: dict | None = None, measured_tit
     colors = ("#1f77b4", "#ff7f0e", "#2ca02c")
     for name, color in zip(viz.KV_PRESETS, colors):
         p, c = d[name], d["contexts"]
-        ax.plot(c, p["chosen"], "-o", ms=3, color=color, lw=2,
-                label=f"{name}: {p['n_kv_heads']} of {p['n_heads']} KV heads, {p['chosen'][-1]:.2f} GiB at 4k")
+        ax.plot(
+            c,
+            p["chosen"],
+            "-o",
+            ms=3,
+            color=color,
+            lw=2,
+            label=f"{name}: {p['n_kv_heads']} of {p['n_heads']} KV heads, {p['chosen'][-1]:.2f} GiB at 4k",
+        )
         ax.plot(c, p["MHA"], "--", color=color, lw=1, alpha=0.6)
         ax.plot(c, p["MQA"], ":", color=color, lw=1, alpha=0.6)
     ax.set_xlabel("context length (tokens)")
@@ -227,13 +247,26 @@ def kv_cache_figure(n_kv_heads: int = 8, stats: dict | None = None, measured_tit
         med = [stats[k]["median"] if stats[k] else 0.0 for k in keys]
         lo = [stats[k]["median"] - stats[k]["lo"] if stats[k] else 0.0 for k in keys]
         hi = [stats[k]["hi"] - stats[k]["median"] if stats[k] else 0.0 for k in keys]
-        bars = ax2.bar([str(k) for k in keys], med, yerr=[lo, hi], capsize=4, ecolor="#444444",
-                       color=["#d62728" if k == n_kv_heads else "#9e9e9e" for k in keys])
+        bars = ax2.bar(
+            [str(k) for k in keys],
+            med,
+            yerr=[lo, hi],
+            capsize=4,
+            ecolor="#444444",
+            color=["#d62728" if k == n_kv_heads else "#9e9e9e" for k in keys],
+        )
         top = max((stats[k]["hi"] for k in keys if stats[k]), default=1.0)
         for b, k in zip(bars, keys):
             txt = "not measured" if not stats[k] else f"{stats[k]['median']:,.0f}"
-            ax2.text(b.get_x() + b.get_width() / 2, 0.02 * top, txt, ha="center", va="bottom", fontsize=8,
-                     color="white" if stats[k] else "black")
+            ax2.text(
+                b.get_x() + b.get_width() / 2,
+                0.02 * top,
+                txt,
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="white" if stats[k] else "black",
+            )
         ax2.set_ylim(0, top * 1.1)
         ax2.set_xlabel("n_kv_heads (tiny model, 8 query heads)")
         ax2.set_ylabel("decode tokens / s (this machine)")

@@ -32,8 +32,16 @@ from ..core.norm import LayerNorm, rms_norm
 from ..core.rope import apply_rotary_emb, freqs_cis_real, rope_frequencies
 
 BLUE, ORANGE, GREEN, RED, GREY, PURPLE = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f", "#9467bd"
-_STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
-          "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.spines.top": False, "axes.spines.right": False}
+_STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
 
 def _figure(ncols: int = 1, width: float = 4.2, height: float = 3.4, nrows: int = 1, **margins):
@@ -42,8 +50,16 @@ def _figure(ncols: int = 1, width: float = 4.2, height: float = 3.4, nrows: int 
     Margins are fixed (``subplots_adjust``) rather than constrained layout: a widget redraws in about
     half the time, and the panels do not jump when a title changes length.
     """
-    adjust = dict(left=0.7 / (width * ncols), right=1 - 0.25 / (width * ncols), bottom=0.55 / height,
-                  top=1 - 0.55 / height, wspace=0.32) | margins
+    adjust = (
+        dict(
+            left=0.7 / (width * ncols),
+            right=1 - 0.25 / (width * ncols),
+            bottom=0.55 / height,
+            top=1 - 0.55 / height,
+            wspace=0.32,
+        )
+        | margins
+    )
     with matplotlib.rc_context(_STYLE):
         fig = Figure(figsize=(width * ncols, height * nrows))
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
@@ -89,14 +105,22 @@ def _has_png_formatter(png) -> bool:
 
 
 # --- 02: RMSNorm vs LayerNorm -------------------------------------------------------------------
-def norm_invariance_data(shift: float = 0.0, scale: float = 1.0, dim: int = 12, seed: int = 0, eps: float = 1e-5) -> dict:
+def norm_invariance_data(
+    shift: float = 0.0, scale: float = 1.0, dim: int = 12, seed: int = 0, eps: float = 1e-5
+) -> dict:
     """x, x' = scale·x + shift, and both norms (unit gain) of each; every array has shape (dim,)."""
     x = torch.randn(dim, generator=torch.Generator().manual_seed(seed)) + 0.3
     x2 = scale * x + shift
     ln = LayerNorm(dim, eps)
     with torch.no_grad():
-        out = {"x": x, "x_new": x2, "rms": rms_norm(x, torch.ones(dim), eps), "rms_new": rms_norm(x2, torch.ones(dim), eps),
-               "ln": ln(x), "ln_new": ln(x2)}
+        out = {
+            "x": x,
+            "x_new": x2,
+            "rms": rms_norm(x, torch.ones(dim), eps),
+            "rms_new": rms_norm(x2, torch.ones(dim), eps),
+            "ln": ln(x),
+            "ln_new": ln(x2),
+        }
     return {k: v.numpy() for k, v in out.items()}
 
 
@@ -105,8 +129,11 @@ def norm_invariance(shift: float = 0.0, scale: float = 1.0, dim: int = 12, seed:
     d = norm_invariance_data(shift, scale, dim, seed)
     fig, (a0, a1, a2) = _figure(3, 3.9, 3.6, bottom=0.27, top=0.84)
     idx, w = np.arange(dim), 0.4
-    panels = [(a0, "x", "x_new", f"input x and\n{scale:g}·x + {shift:g}", None),
-              (a1, "rms", "rms_new", "RMSNorm", "rms"), (a2, "ln", "ln_new", "LayerNorm", "ln")]
+    panels = [
+        (a0, "x", "x_new", f"input x and\n{scale:g}·x + {shift:g}", None),
+        (a1, "rms", "rms_new", "RMSNorm", "rms"),
+        (a2, "ln", "ln_new", "LayerNorm", "ln"),
+    ]
     for ax, k0, k1, title, _ in panels:
         ax.bar(idx - w / 2, d[k0], w, color=BLUE, label="x" if k0 == "x" else "norm(x)")
         ax.bar(idx + w / 2, d[k1], w, color=ORANGE, label="scale·x + shift" if k0 == "x" else "norm(scale·x + shift)")
@@ -142,8 +169,15 @@ def rope_scores_data(head_dim: int = 64, positions: int = 24, theta: float = 100
     return {"m": m, "n": n, "score": score, "distance": m - n, "q": q.numpy(), "k": k.numpy()}
 
 
-def rope_explorer(m: int = 5, n: int = 2, pair: int = 0, head_dim: int = 64, theta: float = 10000.0,
-                  positions: int = 24, seed: int = 0) -> Figure:
+def rope_explorer(
+    m: int = 5,
+    n: int = 2,
+    pair: int = 0,
+    head_dim: int = 64,
+    theta: float = 10000.0,
+    positions: int = 24,
+    seed: int = 0,
+) -> Figure:
     """(a) pair ``pair`` of q at position m and of k at n on the plane; (b) q_m·k_n vs m − n;
     (c) the frequency θ_i of every pair, log scale."""
     d = rope_scores_data(head_dim, positions, theta, seed)
@@ -154,26 +188,34 @@ def rope_explorer(m: int = 5, n: int = 2, pair: int = 0, head_dim: int = 64, the
     t = np.linspace(0, 2 * np.pi, 200)
     a0.plot(np.cos(t), np.sin(t), color=GREY, lw=0.8)
     for vec, pos, color, name in ((d["q"], m, BLUE, "q"), (d["k"], n, ORANGE, "k")):
-        v = vec[2 * pair: 2 * pair + 2]
+        v = vec[2 * pair : 2 * pair + 2]
         v = v / (np.linalg.norm(v) + 1e-9)
         ang = pos * freqs[pair]
         c, s = np.cos(ang), np.sin(ang)
         r = np.array([v[0] * c - v[1] * s, v[0] * s + v[1] * c])
         a0.annotate("", xy=v, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=color, alpha=0.3, lw=1.5))
         a0.annotate("", xy=r, xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=color, lw=2.2))
-        a0.text(*(1.2 * r), f"{name}@{pos}", color=color, ha="center", va="center", fontsize=9,
-                bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+        a0.text(
+            *(1.2 * r),
+            f"{name}@{pos}",
+            color=color,
+            ha="center",
+            va="center",
+            fontsize=9,
+            bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8),
+        )
     a0.set_aspect("equal")
     a0.set_xlim(-1.5, 1.5)
     a0.set_ylim(-1.5, 1.5)
     a0.set_xlabel(f"x[{2 * pair}]")
     a0.set_ylabel(f"x[{2 * pair + 1}]")
-    a0.set_title(f"pair {pair} of q and k (faint: position 0)\nangle = position × θ_{pair}, θ_{pair} = {freqs[pair]:.3g}")
+    a0.set_title(
+        f"pair {pair} of q and k (faint: position 0)\nangle = position × θ_{pair}, θ_{pair} = {freqs[pair]:.3g}"
+    )
 
     # (b) the relative-position property: every (m, n) with the same m − n gives the same score
     a1.scatter(d["distance"].ravel(), d["score"].ravel(), s=6, color=GREY, alpha=0.5, label="all (m, n)")
-    a1.scatter([m - n], [d["score"][m % positions, n % positions]], s=60, color=RED, zorder=3,
-               label=f"m={m}, n={n}")
+    a1.scatter([m - n], [d["score"][m % positions, n % positions]], s=60, color=RED, zorder=3, label=f"m={m}, n={n}")
     a1.set_xlabel("relative distance m − n")
     a1.set_ylabel("q_m · k_n / √head_dim")
     a1.set_title("q_m · k_n for every (m, n) < " + str(positions) + "\ndepends only on m − n")
@@ -200,14 +242,19 @@ def activation_data(name: str, x: np.ndarray, value: float = 1.0) -> tuple[np.nd
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {ACTIVATIONS}.")
     t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    f = {"SiLU": lambda: F.silu(t), "ReLU": lambda: F.relu(t), "GELU": lambda: F.gelu(t),
-         "SwiGLU gate": lambda: F.silu(t) * value}[name]()
+    f = {
+        "SiLU": lambda: F.silu(t),
+        "ReLU": lambda: F.relu(t),
+        "GELU": lambda: F.gelu(t),
+        "SwiGLU gate": lambda: F.silu(t) * value,
+    }[name]()
     (grad,) = torch.autograd.grad(f.sum(), t)
     return f.detach().numpy(), grad.numpy()
 
 
-def activation_curves(name: str = "SiLU", show_grad: bool = True, value: float = 1.0, lo: float = -5.0,
-                      hi: float = 5.0) -> Figure:
+def activation_curves(
+    name: str = "SiLU", show_grad: bool = True, value: float = 1.0, lo: float = -5.0, hi: float = 5.0
+) -> Figure:
     """The chosen activation (bold) against the others (faint); its gradient on the right."""
     x = np.linspace(lo, hi, 401)
     fig, axes = _figure(2 if show_grad else 1, 4.4, 3.4, wspace=0.22)
@@ -215,8 +262,12 @@ def activation_curves(name: str = "SiLU", show_grad: bool = True, value: float =
     for other in ACTIVATIONS:
         f, g = activation_data(other, x, value)
         chosen = other == name
-        kw = dict(color=colors[other], lw=2.4 if chosen else 1.0, alpha=1.0 if chosen else 0.45,
-                  label=other + (f" (value {value:g})" if other == "SwiGLU gate" else ""))
+        kw = dict(
+            color=colors[other],
+            lw=2.4 if chosen else 1.0,
+            alpha=1.0 if chosen else 0.45,
+            label=other + (f" (value {value:g})" if other == "SwiGLU gate" else ""),
+        )
         axes[0].plot(x, f, **kw)
         if show_grad:
             axes[1].plot(x, g, **kw)
@@ -241,15 +292,19 @@ def gqa_groups(n_heads: int = 8, n_kv_heads: int = 2) -> Figure:
     cmap = matplotlib.colormaps["tab10"]
     for h in range(n_heads):
         g = h // n_rep
-        ax.add_patch(matplotlib.patches.FancyBboxPatch((h, 1.2), 0.8, 0.6, boxstyle="round,pad=0.02",
-                                                       color=cmap(g % 10)))
+        ax.add_patch(
+            matplotlib.patches.FancyBboxPatch((h, 1.2), 0.8, 0.6, boxstyle="round,pad=0.02", color=cmap(g % 10))
+        )
         ax.text(h + 0.4, 1.5, f"q{h}", ha="center", va="center", fontsize=8, color="white")
         centre = (g * n_rep + n_rep / 2) - 0.1
         ax.plot([h + 0.4, centre], [1.2, 0.6], color=cmap(g % 10), lw=1)
     for g in range(n_kv_heads):
         x0 = g * n_rep + 0.05
-        ax.add_patch(matplotlib.patches.FancyBboxPatch((x0, 0.0), n_rep - 0.3, 0.6, boxstyle="round,pad=0.02",
-                                                       color=cmap(g % 10), alpha=0.8))
+        ax.add_patch(
+            matplotlib.patches.FancyBboxPatch(
+                (x0, 0.0), n_rep - 0.3, 0.6, boxstyle="round,pad=0.02", color=cmap(g % 10), alpha=0.8
+            )
+        )
         ax.text(x0 + (n_rep - 0.3) / 2, 0.3, f"k{g}, v{g}", ha="center", va="center", fontsize=8, color="white")
     kind = "MHA" if n_rep == 1 else ("MQA" if n_kv_heads == 1 else "GQA")
     ax.set_xlim(-0.2, n_heads)
@@ -271,14 +326,21 @@ def kv_cache_data(n_kv_heads: int, presets=KV_PRESETS, contexts=None, dtype="bfl
         kv = min(n_kv_heads, a.n_heads)
         while a.n_heads % kv:
             kv -= 1
-        per_tok = {k: calc.kv_cache_bytes_per_token(a.replace(n_kv_heads=v), dtype) / 2**30
-                   for k, v in (("chosen", kv), ("MHA", a.n_heads), ("MQA", 1))}
+        per_tok = {
+            k: calc.kv_cache_bytes_per_token(a.replace(n_kv_heads=v), dtype) / 2**30
+            for k, v in (("chosen", kv), ("MHA", a.n_heads), ("MQA", 1))
+        }
         out[name] = {k: contexts * v for k, v in per_tok.items()} | {"n_kv_heads": kv, "n_heads": a.n_heads}
     return out
 
 
-def kv_cache_memory(n_kv_heads: int = 8, measured: dict | None = None, presets=KV_PRESETS, dtype="bfloat16",
-                    measured_title: str = "measured decode speed") -> Figure:
+def kv_cache_memory(
+    n_kv_heads: int = 8,
+    measured: dict | None = None,
+    presets=KV_PRESETS,
+    dtype="bfloat16",
+    measured_title: str = "measured decode speed",
+) -> Figure:
     """KV-cache GiB vs context for the presets (solid: ``n_kv_heads``; dashed MHA, dotted MQA), and, when
     ``measured`` ({n_kv_heads: tokens/s}) is given, the measured decode speed of a tiny model."""
     d = kv_cache_data(n_kv_heads, presets, dtype=dtype)
@@ -286,12 +348,20 @@ def kv_cache_memory(n_kv_heads: int = 8, measured: dict | None = None, presets=K
     ax = axes[0]
     for name, color in zip(presets, (BLUE, ORANGE, GREEN)):
         p, c = d[name], d["contexts"]
-        ax.plot(c, p["chosen"], "-o", ms=3, color=color, lw=2,
-                label=f"{name}: {p['n_kv_heads']} of {p['n_heads']} KV heads")
+        ax.plot(
+            c, p["chosen"], "-o", ms=3, color=color, lw=2, label=f"{name}: {p['n_kv_heads']} of {p['n_heads']} KV heads"
+        )
         ax.plot(c, p["MHA"], "--", color=color, lw=1, alpha=0.6)
         ax.plot(c, p["MQA"], ":", color=color, lw=1, alpha=0.6)
-        ax.annotate(f"{p['chosen'][-1]:.2f} GiB", (c[-1], p["chosen"][-1]), textcoords="offset points",
-                    xytext=(-4, 6), ha="right", fontsize=8, color=color)
+        ax.annotate(
+            f"{p['chosen'][-1]:.2f} GiB",
+            (c[-1], p["chosen"][-1]),
+            textcoords="offset points",
+            xytext=(-4, 6),
+            ha="right",
+            fontsize=8,
+            color=color,
+        )
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel(f"KV cache, GiB ({dtype}, batch 1)")
     ax.set_title("KV cache per sequence (dashed MHA, dotted MQA)")
@@ -303,8 +373,15 @@ def kv_cache_memory(n_kv_heads: int = 8, measured: dict | None = None, presets=K
         bars = ax2.bar([str(k) for k in keys], vals, color=[RED if k == n_kv_heads else GREY for k in keys])
         for b, k in zip(bars, keys):
             txt = "not yet measured" if measured[k] is None else f"{measured[k]:.0f}"
-            ax2.text(b.get_x() + b.get_width() / 2, b.get_height(), txt, ha="center", va="bottom", fontsize=8,
-                     rotation=90 if measured[k] is None else 0)
+            ax2.text(
+                b.get_x() + b.get_width() / 2,
+                b.get_height(),
+                txt,
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                rotation=90 if measured[k] is None else 0,
+            )
         ax2.set_xlabel("n_kv_heads (tiny model, 8 query heads)")
         ax2.set_ylabel("decode tokens / s (this machine)")
         ax2.set_title(measured_title)
@@ -317,8 +394,15 @@ def attention_heatmap(probs, tokens=None, title: str = "attention", ax=None, cma
     if p.ndim != 2:
         raise ValueError(f"attention_heatmap takes one (T, S) pattern, got shape {p.shape}; pick a layer and head.")
     if ax is None:
-        fig, (ax,) = _figure(1, min(7.0, 2.6 + 0.35 * p.shape[1]), min(6.5, 2.2 + 0.35 * p.shape[0]),
-                             left=0.2, right=0.95, bottom=0.25, top=0.88)
+        fig, (ax,) = _figure(
+            1,
+            min(7.0, 2.6 + 0.35 * p.shape[1]),
+            min(6.5, 2.2 + 0.35 * p.shape[0]),
+            left=0.2,
+            right=0.95,
+            bottom=0.25,
+            top=0.88,
+        )
     else:
         fig = ax.figure
     im = ax.imshow(p, cmap=cmap, vmin=0.0, aspect="auto")
@@ -354,8 +438,13 @@ def param_breakdown(name_or_args="llama2-7b") -> Figure:
     unit, div = ("B", 1e9) if total >= 1e9 else (("M", 1e6) if total >= 1e6 else ("K", 1e3))
     bars = ax.barh(names, vals / div, color=[BLUE, GREEN, ORANGE, PURPLE, GREY][: len(names)])
     for b, v in zip(bars, vals):
-        ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {_short(v)} ({100 * v / total:.2g}%)",
-                va="center", fontsize=9)
+        ax.text(
+            b.get_width(),
+            b.get_y() + b.get_height() / 2,
+            f" {_short(v)} ({100 * v / total:.2g}%)",
+            va="center",
+            fontsize=9,
+        )
     ax.set_xlim(0, vals.max() / div * 1.45)
     ax.set_xlabel(f"parameters ({unit})")
     kind = args.attention_kind

@@ -41,8 +41,9 @@ class Explorer:
         self.controls: dict[str, W.ValueWidget] = self._controls()
         self.image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))
         self.status = W.HTML()
-        self.widget = W.VBox([W.HBox(list(self.controls.values()), layout=W.Layout(flex_flow="row wrap")),
-                              self.image, self.status])
+        self.widget = W.VBox(
+            [W.HBox(list(self.controls.values()), layout=W.Layout(flex_flow="row wrap")), self.image, self.status]
+        )
         # Stable selectors for the browser tests: l2l-component, -image, and l2l-control-<name>.
         self.widget.add_class("l2l-component")
         self.image.add_class("l2l-component-image")
@@ -74,7 +75,9 @@ class Explorer:
         """Set several controls at once, as a user would, and redraw once."""
         for name, value in values.items():
             if name not in self.controls:
-                raise ValueError(f"{type(self).__name__} has no control {name!r}; its controls are {list(self.controls)}.")
+                raise ValueError(
+                    f"{type(self).__name__} has no control {name!r}; its controls are {list(self.controls)}."
+                )
             self._validate(name, self.controls[name], value)
         self._holding = True
         try:
@@ -124,15 +127,18 @@ class NormExplorer(Explorer):
     """x -> scale·x + shift: RMSNorm ignores the scale but not the shift; LayerNorm ignores both."""
 
     def _controls(self):
-        return {"shift": W.FloatSlider(value=1.0, min=-3.0, max=3.0, step=0.1, description="shift", style=_STYLE),
-                "scale": W.FloatSlider(value=2.0, min=0.2, max=4.0, step=0.1, description="scale", style=_STYLE)}
+        return {
+            "shift": W.FloatSlider(value=1.0, min=-3.0, max=3.0, step=0.1, description="shift", style=_STYLE),
+            "scale": W.FloatSlider(value=2.0, min=0.2, max=4.0, step=0.1, description="scale", style=_STYLE),
+        }
 
     def _draw(self, shift, scale):
         self.data = viz.norm_invariance_data(shift, scale)
         rms_change = float(abs(self.data["rms_new"] - self.data["rms"]).max())
         ln_change = float(abs(self.data["ln_new"] - self.data["ln"]).max())
-        self.status.value = (f"RMSNorm output moved by up to <b>{rms_change:.3g}</b>, "
-                             f"LayerNorm output by up to <b>{ln_change:.3g}</b>.")
+        self.status.value = (
+            f"RMSNorm output moved by up to <b>{rms_change:.3g}</b>, LayerNorm output by up to <b>{ln_change:.3g}</b>."
+        )
         return viz.norm_invariance(shift, scale)
 
 
@@ -151,9 +157,11 @@ class RopeExplorer(Explorer):
 
     def _controls(self):
         P = self.positions - 1
-        return {"m": W.IntSlider(value=min(5, P), min=0, max=P, description="query position m", style=_STYLE),
-                "n": W.IntSlider(value=min(2, P), min=0, max=P, description="key position n", style=_STYLE),
-                "pair": W.IntSlider(value=0, min=0, max=self.head_dim // 2 - 1, description="pair i", style=_STYLE)}
+        return {
+            "m": W.IntSlider(value=min(5, P), min=0, max=P, description="query position m", style=_STYLE),
+            "n": W.IntSlider(value=min(2, P), min=0, max=P, description="key position n", style=_STYLE),
+            "pair": W.IntSlider(value=0, min=0, max=self.head_dim // 2 - 1, description="pair i", style=_STYLE),
+        }
 
     def _draw(self, m, n, pair):
         self.data = viz.rope_scores_data(self.head_dim, self.positions, self.theta)
@@ -167,10 +175,13 @@ class ActivationExplorer(Explorer):
     """Pick an activation; see its shape, its gradient, and SwiGLU's gate scaled by the value path."""
 
     def _controls(self):
-        return {"name": W.Dropdown(options=list(viz.ACTIVATIONS), value="SiLU", description="activation"),
-                "show_grad": W.Checkbox(value=True, description="show gradient"),
-                "value": W.FloatSlider(value=1.0, min=-2.0, max=2.0, step=0.1, description="SwiGLU value w3·x",
-                                       style=_STYLE)}
+        return {
+            "name": W.Dropdown(options=list(viz.ACTIVATIONS), value="SiLU", description="activation"),
+            "show_grad": W.Checkbox(value=True, description="show gradient"),
+            "value": W.FloatSlider(
+                value=1.0, min=-2.0, max=2.0, step=0.1, description="SwiGLU value w3·x", style=_STYLE
+            ),
+        }
 
     def _draw(self, name, show_grad, value):
         import numpy as np
@@ -193,8 +204,9 @@ def _quartiles(runs: list[float]) -> dict:
     return {"median": q[1], "lo": q[0], "hi": q[2], "runs": runs}
 
 
-def measure_decode_all(options, context: int | None = None, batch: int | None = None, steps: int | None = None,
-                       seed: int = 0) -> dict[int, dict]:
+def measure_decode_all(
+    options, context: int | None = None, batch: int | None = None, steps: int | None = None, seed: int = 0
+) -> dict[int, dict]:
     """Tokens/s of cached decoding for each ``n_kv_heads`` in ``options``, measured interleaved.
 
     A tiny model (dim 256, 8 query heads, 2 layers) per option decodes single tokens at position
@@ -216,8 +228,15 @@ def measure_decode_all(options, context: int | None = None, batch: int | None = 
         runs: dict[int, list[float]] = {k: [] for k in todo}
         setups = {}
         for k in todo:
-            args = ModelArgs(dim=256, n_layers=2, n_heads=8, n_kv_heads=k, vocab_size=256, multiple_of=32,
-                             max_seq_len=context + steps + 1)
+            args = ModelArgs(
+                dim=256,
+                n_layers=2,
+                n_heads=8,
+                n_kv_heads=k,
+                vocab_size=256,
+                multiple_of=32,
+                max_seq_len=context + steps + 1,
+            )
             with torch.random.fork_rng(devices=[]):
                 model = Transformer(args).init_weights(seed=seed).eval()
             setups[k] = (model, model.new_cache(batch, context + steps + 1))
@@ -236,14 +255,16 @@ def measure_decode_all(options, context: int | None = None, batch: int | None = 
     return {k: _SPEED_CACHE[(k, context, batch, steps)] for k in options}
 
 
-def measure_decode_stats(n_kv_heads: int, context: int | None = None, batch: int | None = None,
-                         steps: int | None = None, seed: int = 0) -> dict:
+def measure_decode_stats(
+    n_kv_heads: int, context: int | None = None, batch: int | None = None, steps: int | None = None, seed: int = 0
+) -> dict:
     """``measure_decode_all`` for one setting: {"median", "lo", "hi", "runs"} in tokens/s."""
     return measure_decode_all([n_kv_heads], context, batch, steps, seed)[n_kv_heads]
 
 
-def measure_decode_speed(n_kv_heads: int, context: int | None = None, batch: int | None = None,
-                         steps: int | None = None, seed: int = 0) -> float:
+def measure_decode_speed(
+    n_kv_heads: int, context: int | None = None, batch: int | None = None, steps: int | None = None, seed: int = 0
+) -> float:
     """The median tokens/s of ``measure_decode_stats`` (same arguments; cached per setting)."""
     return measure_decode_stats(n_kv_heads, context, batch, steps, seed)["median"]
 
@@ -272,8 +293,11 @@ class GQAExplorer(Explorer):
         self.measured.update({k: s["median"] for k, s in self.stats.items()})
 
     def _controls(self):
-        return {"n_kv_heads": W.SelectionSlider(options=list(self.OPTIONS), value=self._initial,
-                                                description="n_kv_heads", style=_STYLE)}
+        return {
+            "n_kv_heads": W.SelectionSlider(
+                options=list(self.OPTIONS), value=self._initial, description="n_kv_heads", style=_STYLE
+            )
+        }
 
     def measure_all(self) -> dict:
         """Measure every option again now (a second or two) and redraw."""
@@ -294,15 +318,20 @@ class GQAExplorer(Explorer):
         self.data = viz.kv_cache_data(n_kv_heads)
         self.data["measured"] = dict(self.measured)
         gib = {p: self.data[p]["chosen"][-1] for p in viz.KV_PRESETS}
-        status = ("At 4,096 tokens: " + ", ".join(f"{p} <b>{v:.2f} GiB</b>" for p, v in gib.items()) +
-                  " of KV cache per sequence (bf16).")
+        status = (
+            "At 4,096 tokens: "
+            + ", ".join(f"{p} <b>{v:.2f} GiB</b>" for p, v in gib.items())
+            + " of KV cache per sequence (bf16)."
+        )
         fast = os.environ.get("LLAMA2_LAB_FAST") == "1"
         title = f"decode speed at {'1k' if fast else '4k'} context, batch {4 if fast else 8}"
         if self.measure and self.noise is not None:
             n = len(next(iter(self.stats.values()))["runs"])
-            status += (f"<br>Speeds: median of {n} single-token steps per setting, the settings taking turns, measured "
-                       f"once when this explorer opened; whiskers: the middle half of the steps (up to "
-                       f"{self.noise:.0%} of the median wide). Bars closer than that are not different.")
+            status += (
+                f"<br>Speeds: median of {n} single-token steps per setting, the settings taking turns, measured "
+                f"once when this explorer opened; whiskers: the middle half of the steps (up to "
+                f"{self.noise:.0%} of the median wide). Bars closer than that are not different."
+            )
         self.status.value = status
         return course_view.kv_cache_figure(n_kv_heads, self.stats if self.measure else None, measured_title=title)
 
@@ -324,7 +353,9 @@ class ConfigExplorer(Explorer):
 
         a = ModelArgs.from_name(preset)
         self.data = calc.count_params(a)
-        self.status.value = (f"<b>{preset}</b>: dim {a.dim}, {a.n_layers} layers, {a.n_heads} heads, "
-                             f"{a.kv_heads} KV heads ({a.attention_kind}), FFN hidden {a.hidden_dim}, "
-                             f"{self.data['total']:,} parameters")
+        self.status.value = (
+            f"<b>{preset}</b>: dim {a.dim}, {a.n_layers} layers, {a.n_heads} heads, "
+            f"{a.kv_heads} KV heads ({a.attention_kind}), FFN hidden {a.hidden_dim}, "
+            f"{self.data['total']:,} parameters"
+        )
         return viz.param_breakdown(preset)

@@ -103,7 +103,9 @@ class Variant:
     def describe(self) -> str:
         """What differs from the reference, in words ("reference" when nothing does)."""
         ref = Variant()
-        parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self) if getattr(self, f.name) != getattr(ref, f.name)]
+        parts = [
+            f"{f.name}={getattr(self, f.name)}" for f in fields(self) if getattr(self, f.name) != getattr(ref, f.name)
+        ]
         return ", ".join(parts) or "reference"
 
 
@@ -117,20 +119,20 @@ class Lab:
     dim: int = 64
     n_layers: int = 2
     multiple_of: int = 32
-    seq_len: int = 64          # T of a training row
-    probe_len: int = 128       # validation windows for the length probe: past seq_len is unseen
+    seq_len: int = 64  # T of a training row
+    probe_len: int = 128  # validation windows for the length probe: past seq_len is unseen
     batch_size: int = 8
     steps: int = 150
-    lr: float = 1e-2           # peak LR of the recipe at this size and length of run (3e-3 underfits in 150 steps)
-    warmup_steps: int = 30     # 20 %: with 15, one seed in three stalled on a plateau for most of the run
+    lr: float = 1e-2  # peak LR of the recipe at this size and length of run (3e-3 underfits in 150 steps)
+    warmup_steps: int = 30  # 20 %: with 15, one seed in three stalled on a plateau for most of the run
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     n_train_stories: int = 1500
     n_valid_stories: int = 60
     eval_every: int = 25
-    eval_rows: int = 32        # validation rows (seq_len + 1 tokens each) per evaluation
-    probe_rows: int = 16       # rows of probe_len + 1 tokens for the length probe
-    name_stories: int = 30     # validation stories for the name-copy probe
+    eval_rows: int = 32  # validation rows (seq_len + 1 tokens each) per evaluation
+    probe_rows: int = 16  # rows of probe_len + 1 tokens for the length probe
+    name_stories: int = 30  # validation stories for the name-copy probe
     num_threads: int | None = 1  # tiny matrices: one thread is fastest and polite to a shared CPU
 
     def __post_init__(self) -> None:
@@ -141,34 +143,74 @@ class Lab:
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if f.name == "warmup_steps" else 1):
                 raise TweakError(f"Lab.{f.name} must be a positive integer, got {value!r}.")
         if self.probe_len < self.seq_len:
-            raise TweakError(f"probe_len ({self.probe_len}) must be >= seq_len ({self.seq_len}): it measures "
-                             "the loss on and past the training length.")
+            raise TweakError(
+                f"probe_len ({self.probe_len}) must be >= seq_len ({self.seq_len}): it measures "
+                "the loss on and past the training length."
+            )
         if self.warmup_steps >= self.steps:
             raise TweakError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps}).")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> Lab:
-        """"learner" (about 4 s an arm and seed on one idle core), "fast" (CI: well under a second), "test"."""
+        """ "learner" (about 4 s an arm and seed on one idle core), "fast" (CI: well under a second), "test"."""
         if name not in LAB_PRESETS:
             raise TweakError(f"unknown lab preset {name!r}; choose one of {', '.join(LAB_PRESETS)}.")
         return cls(**{**LAB_PRESETS[name], **overrides})
 
     def train_config(self, variant: Variant, seed: int, vocab_size: int) -> TrainConfig:
         """The train.py config of one arm: its lr_at, make_optimizer and batch order are reused as they are."""
-        return TrainConfig(model=dict(dim=self.dim, n_layers=self.n_layers, n_heads=variant.n_heads,
-                                      n_kv_heads=variant.n_kv_heads, multiple_of=self.multiple_of),
-                           vocab_size=vocab_size, seq_len=self.seq_len, batch_size=self.batch_size,
-                           max_steps=self.steps, lr=variant.lr or self.lr, warmup_steps=self.warmup_steps,
-                           weight_decay=self.weight_decay, grad_clip=self.grad_clip, seed=seed,
-                           eval_every=self.eval_every, device="cpu")
+        return TrainConfig(
+            model=dict(
+                dim=self.dim,
+                n_layers=self.n_layers,
+                n_heads=variant.n_heads,
+                n_kv_heads=variant.n_kv_heads,
+                multiple_of=self.multiple_of,
+            ),
+            vocab_size=vocab_size,
+            seq_len=self.seq_len,
+            batch_size=self.batch_size,
+            max_steps=self.steps,
+            lr=variant.lr or self.lr,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            seed=seed,
+            eval_every=self.eval_every,
+            device="cpu",
+        )
 
 
 LAB_PRESETS: dict[str, dict] = {
     "learner": {},
-    "fast": dict(seq_len=32, probe_len=64, batch_size=4, steps=16, warmup_steps=3, n_train_stories=200,
-                 n_valid_stories=20, eval_every=8, eval_rows=4, probe_rows=4, name_stories=3),
-    "test": dict(dim=32, seq_len=16, probe_len=32, batch_size=4, steps=6, warmup_steps=2, n_train_stories=40,
-                 n_valid_stories=10, eval_every=3, eval_rows=4, probe_rows=2, name_stories=2, multiple_of=16),
+    "fast": dict(
+        seq_len=32,
+        probe_len=64,
+        batch_size=4,
+        steps=16,
+        warmup_steps=3,
+        n_train_stories=200,
+        n_valid_stories=20,
+        eval_every=8,
+        eval_rows=4,
+        probe_rows=4,
+        name_stories=3,
+    ),
+    "test": dict(
+        dim=32,
+        seq_len=16,
+        probe_len=32,
+        batch_size=4,
+        steps=6,
+        warmup_steps=2,
+        n_train_stories=40,
+        n_valid_stories=10,
+        eval_every=3,
+        eval_rows=4,
+        probe_rows=2,
+        name_stories=2,
+        multiple_of=16,
+    ),
 }
 
 
@@ -182,8 +224,15 @@ class PostNormBlock(TransformerBlock):
     is why post-norm models need a learning-rate warmup and pre-norm ones (GPT-2, Llama) train without fuss.
     """
 
-    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, start_pos: int = 0, cache=None,
-                record: dict | None = None, mask=AUTO) -> torch.Tensor:  # (B, T, dim) -> (B, T, dim)
+    def forward(
+        self,
+        x: torch.Tensor,
+        freqs_cis: torch.Tensor,
+        start_pos: int = 0,
+        cache=None,
+        record: dict | None = None,
+        mask=AUTO,
+    ) -> torch.Tensor:  # (B, T, dim) -> (B, T, dim)
         h = self.attention_norm(x + self.attention(x, freqs_cis, start_pos, cache, record, mask))
         return self.ffn_norm(h + self.feed_forward(h))
 
@@ -243,8 +292,10 @@ class LabTransformer(Transformer):
 
     def new_cache(self, *args, **kwargs):
         if not self.cacheable:
-            raise TweakError("this lab model has learned absolute positions, which the lab adds for full "
-                             "forward passes only; run it without a KV cache (start_pos 0).")
+            raise TweakError(
+                "this lab model has learned absolute positions, which the lab adds for full "
+                "forward passes only; run it without a KV cache (start_pos 0)."
+            )
         return super().new_cache(*args, **kwargs)
 
 
@@ -253,9 +304,16 @@ def model_args(variant: Variant, lab: Lab, vocab_size: int) -> ModelArgs:
     except for learned positions, whose table stops at the training length."""
     max_len = lab.seq_len if variant.positions == "learned" else lab.probe_len
     try:
-        return ModelArgs(dim=lab.dim, n_layers=lab.n_layers, n_heads=variant.n_heads, n_kv_heads=variant.n_kv_heads,
-                         vocab_size=vocab_size, multiple_of=lab.multiple_of, rope_theta=variant.rope_theta,
-                         max_seq_len=max_len)
+        return ModelArgs(
+            dim=lab.dim,
+            n_layers=lab.n_layers,
+            n_heads=variant.n_heads,
+            n_kv_heads=variant.n_kv_heads,
+            vocab_size=vocab_size,
+            multiple_of=lab.multiple_of,
+            rope_theta=variant.rope_theta,
+            max_seq_len=max_len,
+        )
     except ValueError as err:
         raise TweakError(f"variant {variant.describe()}: {err}") from None
 
@@ -268,8 +326,13 @@ def ffn_width(variant: Variant, args: ModelArgs) -> int:
     return args.hidden_dim if variant.ffn == "swiglu" else round(1.5 * args.hidden_dim)
 
 
-def build_model(variant: Variant = Variant(), lab: Lab | None = None, vocab_size: int = 2048,
-                seed: int | None = None, init_std: float = 0.02) -> LabTransformer:
+def build_model(
+    variant: Variant = Variant(),
+    lab: Lab | None = None,
+    vocab_size: int = 2048,
+    seed: int | None = None,
+    init_std: float = 0.02,
+) -> LabTransformer:
     """The package's Transformer with the variant's components swapped in, initialised like train.py's runs."""
     lab = lab or Lab()
     args = model_args(variant, lab, vocab_size)
@@ -304,8 +367,9 @@ def _norm(kind: str, args: ModelArgs) -> nn.Module:
     return LayerNorm(args.dim, eps=args.norm_eps) if kind == "layernorm" else nn.Identity()
 
 
-def with_params_of(variant: Variant, reference: Variant = Variant(), lab: Lab | None = None,
-                   vocab_size: int = 2048) -> Variant:
+def with_params_of(
+    variant: Variant, reference: Variant = Variant(), lab: Lab | None = None, vocab_size: int = 2048
+) -> Variant:
     """The variant with its FFN widened (or narrowed) to the reference's parameter count, as Llama 2's GQA
     ablation did for MQA and GQA (Touvron et al. 2023, A.2.1): fewer KV parameters, a wider FFN."""
     lab = lab or Lab()
@@ -338,17 +402,24 @@ def lab_tokenizer():
 
 @dataclass
 class LabData:
-    train: torch.Tensor   # (N, seq_len + 1)
-    valid: torch.Tensor   # (eval_rows, seq_len + 1)
-    probe: torch.Tensor   # (probe_rows, probe_len + 1)
-    stories: list[str]    # validation stories for the name-copy probe
+    train: torch.Tensor  # (N, seq_len + 1)
+    valid: torch.Tensor  # (eval_rows, seq_len + 1)
+    probe: torch.Tensor  # (probe_rows, probe_len + 1)
+    stories: list[str]  # validation stories for the name-copy probe
     tokenizer: object
 
 
 def lab_data(lab: Lab) -> LabData:
     """Packed training rows (BOS story EOS ...), validation rows from disjoint stories, and probe rows."""
-    return _lab_data(lab.n_train_stories, lab.n_valid_stories, lab.seq_len, lab.probe_len, lab.eval_rows,
-                     lab.probe_rows, lab.name_stories)
+    return _lab_data(
+        lab.n_train_stories,
+        lab.n_valid_stories,
+        lab.seq_len,
+        lab.probe_len,
+        lab.eval_rows,
+        lab.probe_rows,
+        lab.name_stories,
+    )
 
 
 @lru_cache(maxsize=4)  # keyed by the settings; a few MB at most
@@ -363,8 +434,10 @@ def _lab_data(n_train, n_valid, seq_len, probe_len, eval_rows, probe_rows, name_
     valid = data.chunk_tensor(valid_ids, seq_len, tok.bos_id, tok.eos_id)[:eval_rows]
     probe = data.chunk_tensor(valid_ids, probe_len, tok.bos_id, tok.eos_id)[:probe_rows]
     if len(valid) < eval_rows or len(probe) < probe_rows:
-        raise TweakError(f"{n_valid} validation stories fill {len(valid)} rows of {seq_len + 1} and {len(probe)} of "
-                         f"{probe_len + 1}; raise Lab.n_valid_stories or lower eval_rows / probe_rows.")
+        raise TweakError(
+            f"{n_valid} validation stories fill {len(valid)} rows of {seq_len + 1} and {len(probe)} of "
+            f"{probe_len + 1}; raise Lab.n_valid_stories or lower eval_rows / probe_rows."
+        )
     return LabData(rows, valid, probe, valid_docs[:name_stories], tok)
 
 
@@ -390,19 +463,28 @@ def probes(model: nn.Module, lab: Lab, d: LabData) -> dict:
     max_len = model.args.max_seq_len
     if max_len >= lab.probe_len:
         by_pos = loss_by_position(model, d.probe)
-        beyond, note = _mean(by_pos[lab.seq_len:]), ""
+        beyond, note = _mean(by_pos[lab.seq_len :]), ""
     else:
         by_pos = loss_by_position(model, d.probe[:, : lab.seq_len + 1])
         beyond = None
-        note = (f"cannot read past position {max_len}: a learned absolute table has no row for it "
-                f"(the probe asks for {lab.probe_len})")
+        note = (
+            f"cannot read past position {max_len}: a learned absolute table has no row for it "
+            f"(the probe asks for {lab.probe_len})"
+        )
     names = name_copy_scores(model, d.tokenizer, d.stories)
     length = max(1, min(40, (max_len - 1) // 2))
     first, second = repeated_token_losses(model, n_rows=8, length=length, seed=0)
-    return {"loss_by_position": by_pos, "loss_within": _mean(by_pos[: lab.seq_len]), "loss_beyond": beyond,
-            "beyond_note": note, "name_copy_logp": _mean(names), "name_copy_n": len(names),
-            "name_uniform_logp": -math.log(max(1, _n_names(d.tokenizer))),
-            "repeat_first": first, "repeat_second": second}
+    return {
+        "loss_by_position": by_pos,
+        "loss_within": _mean(by_pos[: lab.seq_len]),
+        "loss_beyond": beyond,
+        "beyond_note": note,
+        "name_copy_logp": _mean(names),
+        "name_copy_n": len(names),
+        "name_uniform_logp": -math.log(max(1, _n_names(d.tokenizer))),
+        "repeat_first": first,
+        "repeat_second": second,
+    }
 
 
 def _mean(xs) -> float | None:
@@ -426,9 +508,9 @@ class RunResult:
     label: str
     seed: int
     variant: dict
-    history: list[dict]       # per step: step, train_loss, lr, val_loss (None between evaluations)
-    val_loss: float | None    # the last evaluation; None if the run diverged
-    diverged_at: int | None   # the step whose loss was not finite, or None
+    history: list[dict]  # per step: step, train_loss, lr, val_loss (None between evaluations)
+    val_loss: float | None  # the last evaluation; None if the run diverged
+    diverged_at: int | None  # the step whose loss was not finite, or None
     params: int
     kv_bytes_per_token: int
     probes: dict
@@ -453,9 +535,15 @@ def cache_dir() -> Path:
 def run_key(variant: Variant, lab: Lab, seed: int, custom: str | None = None, tokenizer=None) -> str:
     """A hash of everything a run depends on (num_threads aside: it changes float rounding only)."""
     tok = tokenizer or lab_tokenizer()
-    settings = {"version": TWEAK_VERSION, "torch": torch.__version__, "variant": asdict(variant),
-                "lab": {k: v for k, v in asdict(lab).items() if k != "num_threads"}, "seed": seed,
-                "tokenizer": hashlib.sha256(tok.model_proto).hexdigest()[:16], "custom": custom}
+    settings = {
+        "version": TWEAK_VERSION,
+        "torch": torch.__version__,
+        "variant": asdict(variant),
+        "lab": {k: v for k, v in asdict(lab).items() if k != "num_threads"},
+        "seed": seed,
+        "tokenizer": hashlib.sha256(tok.model_proto).hexdigest()[:16],
+        "custom": custom,
+    }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -474,9 +562,16 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def train_arm(variant: Variant = Variant(), lab: Lab | None = None, seed: int = 0, label: str = "",
-              model_fn: Callable[[ModelArgs], nn.Module] | None = None, callback=None,
-              use_cache: bool = True, cache: str | Path | None = None) -> RunResult:
+def train_arm(
+    variant: Variant = Variant(),
+    lab: Lab | None = None,
+    seed: int = 0,
+    label: str = "",
+    model_fn: Callable[[ModelArgs], nn.Module] | None = None,
+    callback=None,
+    use_cache: bool = True,
+    cache: str | Path | None = None,
+) -> RunResult:
     """Train one arm for lab.steps steps with one seed, or read the identical earlier run from the cache.
 
     ``model_fn(args)`` builds a learner's own model instead (it must have ``.args``; it gets the
@@ -515,8 +610,10 @@ def _custom_model(model_fn, args: ModelArgs, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = model_fn(args)
     if not hasattr(model, "args"):
-        raise TweakError(f"{type(model).__name__} has no .args: give your model the ModelArgs it was built "
-                         "with (self.args = args), as the package's Transformer does.")
+        raise TweakError(
+            f"{type(model).__name__} has no .args: give your model the ModelArgs it was built "
+            "with (self.args = args), as the package's Transformer does."
+        )
     # The package's initialisation, by parameter name (it only reads named_parameters and args.n_layers),
     # so a learner's model with Meta's names starts from exactly the package model's weights.
     init = getattr(model, "init_weights", None)
@@ -527,8 +624,9 @@ def _custom_model(model_fn, args: ModelArgs, seed: int) -> nn.Module:
     return model
 
 
-def _train(model, cfg: TrainConfig, lab: Lab, d: LabData, variant: Variant, seed: int, label: str,
-           key: str, callback) -> RunResult:
+def _train(
+    model, cfg: TrainConfig, lab: Lab, d: LabData, variant: Variant, seed: int, label: str, key: str, callback
+) -> RunResult:
     """The train.py loop without its files and checkpoints: lr_at, AdamW, clipping, seeded batch order."""
     device = torch.device("cpu")
     random.seed(seed)
@@ -561,10 +659,19 @@ def _train(model, cfg: TrainConfig, lab: Lab, d: LabData, variant: Variant, seed
     wall = time.perf_counter() - t0
     args = model.args
     found = probes(model, lab, d) if diverged_at is None else {}
-    return RunResult(label=label or variant.describe(), seed=seed, variant=asdict(variant), history=history,
-                     val_loss=val, diverged_at=diverged_at, params=count_params(model),
-                     kv_bytes_per_token=kv_cache_bytes_per_token(args), probes=found, wall_s=round(wall, 3),
-                     key=key)
+    return RunResult(
+        label=label or variant.describe(),
+        seed=seed,
+        variant=asdict(variant),
+        history=history,
+        val_loss=val,
+        diverged_at=diverged_at,
+        params=count_params(model),
+        kv_bytes_per_token=kv_cache_bytes_per_token(args),
+        probes=found,
+        wall_s=round(wall, 3),
+        key=key,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -573,8 +680,14 @@ def _train(model, cfg: TrainConfig, lab: Lab, d: LabData, variant: Variant, seed
 Arm = Variant | Callable[[ModelArgs], nn.Module]
 
 
-def run_arms(arms: dict[str, Arm], lab: Lab | None = None, seeds=(0, 1), callback=None,
-             use_cache: bool = True, cache: str | Path | None = None) -> dict[str, list[RunResult]]:
+def run_arms(
+    arms: dict[str, Arm],
+    lab: Lab | None = None,
+    seeds=(0, 1),
+    callback=None,
+    use_cache: bool = True,
+    cache: str | Path | None = None,
+) -> dict[str, list[RunResult]]:
     """Train every arm with every seed. An arm is a Variant, or a function args -> model (a learner's
     model, with the reference shape). ``callback(label, seed, row)`` sees each trained step and
     ``callback(label, seed, result)`` each finished run (cached ones included)."""
@@ -589,8 +702,9 @@ def run_arms(arms: dict[str, Arm], lab: Lab | None = None, seeds=(0, 1), callbac
         out[label] = []
         for seed in seeds:
             step_cb = (lambda row, label=label, seed=seed: callback(label, seed, row)) if callback else None
-            res = train_arm(variant, lab, seed, label=label, model_fn=model_fn, callback=step_cb,
-                            use_cache=use_cache, cache=cache)
+            res = train_arm(
+                variant, lab, seed, label=label, model_fn=model_fn, callback=step_cb, use_cache=use_cache, cache=cache
+            )
             out[label].append(res)
             if callback is not None:
                 callback(label, seed, res)
@@ -611,10 +725,16 @@ def summarize(results: dict[str, list[RunResult]], metric: str = "val_loss") -> 
     for label, runs in results.items():
         values = [_metric(r, metric) for r in runs]
         ok = [v for v in values if v is not None]
-        row = {"arm": label, "metric": metric, "params": runs[0].params,
-               "kv_bytes_per_token": runs[0].kv_bytes_per_token, "seeds": len(runs),
-               "diverged": sum(r.diverged_at is not None for r in runs), "missing": len(values) - len(ok),
-               "note": next((r.probes.get("beyond_note", "") for r in runs if r.probes.get("beyond_note")), "")}
+        row = {
+            "arm": label,
+            "metric": metric,
+            "params": runs[0].params,
+            "kv_bytes_per_token": runs[0].kv_bytes_per_token,
+            "seeds": len(runs),
+            "diverged": sum(r.diverged_at is not None for r in runs),
+            "missing": len(values) - len(ok),
+            "note": next((r.probes.get("beyond_note", "") for r in runs if r.probes.get("beyond_note")), ""),
+        }
         row.update(_stats(ok) if ok else {"mean": None, "sd": None, "min": None, "max": None, "n": 0})
         rows.append(row)
     return rows
@@ -636,23 +756,36 @@ def compare(results: dict[str, list[RunResult]], a: str, b: str, metric: str = "
     sa, sb = (next(r for r in summarize({k: results[k]}, metric)) for k in (a, b))
     if sa["n"] == 0 or sb["n"] == 0:
         gone = a if sa["n"] == 0 else b
-        return {"a": a, "b": b, "diff": None, "noise": None, "clear": False,
-                "verdict": f"{gone} has no {metric} to compare (it diverged or could not be measured)."}
+        return {
+            "a": a,
+            "b": b,
+            "diff": None,
+            "noise": None,
+            "clear": False,
+            "verdict": f"{gone} has no {metric} to compare (it diverged or could not be measured).",
+        }
     diff = sb["mean"] - sa["mean"]
     sds = [s for s in (sa["sd"], sb["sd"]) if s is not None and math.isfinite(s)]
     noise = max(sds) if sds else 0.0
     apart = sb["min"] > sa["max"] or sa["min"] > sb["max"]
     clear = apart and abs(diff) > 3 * noise and sa["n"] > 1 and sb["n"] > 1
     by_seed = {r.seed: _metric(r, metric) for r in results[a]}
-    paired = [_metric(r, metric) - by_seed[r.seed] for r in results[b]
-              if by_seed.get(r.seed) is not None and _metric(r, metric) is not None]
+    paired = [
+        _metric(r, metric) - by_seed[r.seed]
+        for r in results[b]
+        if by_seed.get(r.seed) is not None and _metric(r, metric) is not None
+    ]
     if clear:
         word = "higher" if diff > 0 else "lower"
-        verdict = (f"{b} is {word} than {a} by {abs(diff):.3f} ({metric}), beyond the seed-to-seed spread "
-                   f"(sd up to {noise:.3f} over {sa['n']} and {sb['n']} seeds).")
+        verdict = (
+            f"{b} is {word} than {a} by {abs(diff):.3f} ({metric}), beyond the seed-to-seed spread "
+            f"(sd up to {noise:.3f} over {sa['n']} and {sb['n']} seeds)."
+        )
     else:
-        verdict = (f"{b} vs {a}: {diff:+.3f} ({metric}), within the seed-to-seed spread (sd up to "
-                   f"{noise:.3f}): this run cannot tell them apart.")
+        verdict = (
+            f"{b} vs {a}: {diff:+.3f} ({metric}), within the seed-to-seed spread (sd up to "
+            f"{noise:.3f}): this run cannot tell them apart."
+        )
     if len(paired) > 1:
         verdict += " Seed by seed: " + ", ".join(f"{d:+.3f}" for d in paired) + "."
     return {"a": a, "b": b, "diff": diff, "noise": noise, "clear": clear, "paired": paired, "verdict": verdict}
@@ -669,7 +802,9 @@ def format_table(rows: list[dict], digits: int = 3) -> str:
         else:
             val = "diverged" if r["diverged"] else "n/a"
         extra = f"  ({r['diverged']} diverged)" if r["diverged"] and r["n"] else ""
-        lines.append(f"{r['arm']:<28} {val:>24}   {r['seeds']:>5} {r['params']:>9,} {r['kv_bytes_per_token']:>10,}{extra}")
+        lines.append(
+            f"{r['arm']:<28} {val:>24}   {r['seeds']:>5} {r['params']:>9,} {r['kv_bytes_per_token']:>10,}{extra}"
+        )
     return "\n".join(lines)
 
 

@@ -36,22 +36,32 @@ FORMATS: dict[str, str] = {
     "project": "a folder with params.json + model.safetensors (+ tokenizer.model), as written by save_model",
     "meta": "a folder with params.json + consolidated.00.pth (one consolidated.NN.pth per shard), as Meta ships",
     "hf": "a folder with config.json + model.safetensors, or model-0000k-of-0000n.safetensors + "
-          "model.safetensors.index.json (or pytorch_model*.bin), as on the Hugging Face hub",
+    "model.safetensors.index.json (or pytorch_model*.bin), as on the Hugging Face hub",
     "llama2c": "a llama2.c .bin file: legacy v0 (7-int32 header) or version 1 (magic 'ak42')",
 }
 
 # Meta's sharded tensors: these are split along their input dim (dim 1), the rest along dim 0 (Meta's llama/model.py: ColumnParallelLinear splits rows, RowParallelLinear and ParallelEmbedding columns).
 _CAT_DIM1 = ("tok_embeddings.weight", "attention.wo.weight", "feed_forward.w2.weight")
 _LLAMA2C_MAGIC = 0x616B3432  # "ak42" read as a little-endian uint32
-_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-              "BOOL": torch.bool}
+_ST_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 # --- the common currency: lazy tensors under Meta's names ---------------------------------------
 @dataclass
 class LazyTensor:
     """A tensor known by its header (shape, dtype) and read only when ``read()`` is called."""
+
     shape: tuple[int, ...]
     dtype: torch.dtype
     read: Callable[[], torch.Tensor]
@@ -79,7 +89,6 @@ class _Source:
         self.stack.close()
 
 
-
 # --- reading headers ------------------------------------------------------------------------------
 def _safetensors_header(path: Path) -> dict[str, dict]:
     """Parse and validate a safetensors header: {name: {dtype, shape, data_offsets}}, no weights read."""
@@ -90,12 +99,16 @@ def _safetensors_header(path: Path) -> dict[str, dict]:
             raise CheckpointError(f"{path} is {size} bytes, too short to be a safetensors file; it is truncated.")
         n = int.from_bytes(raw, "little")
         if n > size - 8 or n > 100_000_000:
-            raise CheckpointError(f"{path}: the safetensors header claims {n} bytes but the file has {size}; "
-                                  "the file is truncated or not safetensors. Re-download or re-save it.")
+            raise CheckpointError(
+                f"{path}: the safetensors header claims {n} bytes but the file has {size}; "
+                "the file is truncated or not safetensors. Re-download or re-save it."
+            )
         try:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path}: the safetensors header is not valid JSON ({e}); the file is corrupt.") from None
+            raise CheckpointError(
+                f"{path}: the safetensors header is not valid JSON ({e}); the file is corrupt."
+            ) from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: the safetensors header is not a JSON object; the file is corrupt.")
     header.pop("__metadata__", None)
@@ -106,10 +119,11 @@ def _safetensors_header(path: Path) -> dict[str, dict]:
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{path}: the header entry for {name!r} is malformed ({entry!r}).") from None
         if end > data_len or end - start != math.prod(shape) * dtype.itemsize:
-            raise CheckpointError(f"{path}: tensor {name!r} {list(shape)} needs bytes {start}..{end} but the data "
-                                  f"section has {data_len}; the file is truncated or corrupt.")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} {list(shape)} needs bytes {start}..{end} but the data "
+                f"section has {data_len}; the file is truncated or corrupt."
+            )
     return header
-
 
 
 def _torch_load(path: Path) -> dict[str, torch.Tensor]:
@@ -128,16 +142,23 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(
                 f"{path} asks to unpickle objects other than tensors, so it was refused (weights_only=True) and "
                 f"nothing in it ran ({first}). A checkpoint must hold only tensors; if you trust the file's "
-                "source, re-save its state dict with torch.save(model.state_dict(), ...).") from None
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
-                              f"{type(e).__name__}: {first}") from None
+                "source, re-save its state dict with torch.save(model.state_dict(), ...)."
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {type(e).__name__}: {first}"
+        ) from None
     if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict {{name: tensor}}.")
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        hint = " (it looks like a training checkpoint: save its 'model' state dict alone)" \
-            if any(isinstance(obj[k], dict) for k in bad) else ""
-        raise CheckpointError(f"{path}: entries {bad[:5]} are not tensors{hint}; a checkpoint must map names to tensors.")
+        hint = (
+            " (it looks like a training checkpoint: save its 'model' state dict alone)"
+            if any(isinstance(obj[k], dict) for k in bad)
+            else ""
+        )
+        raise CheckpointError(
+            f"{path}: entries {bad[:5]} are not tensors{hint}; a checkpoint must map names to tensors."
+        )
     return obj
 
 
@@ -157,8 +178,9 @@ def _read_json(path: Path) -> dict:
 
 # Generous upper bounds (70B is dim 8192, 80 layers, 64 heads, hidden 28672): a corrupt header or config
 # must fail fast with a clear message, not build an absurd model.
-_SIZE_LIMITS = dict(dim=2**16, hidden_dim=2**18, n_layers=2**10, n_heads=2**10, n_kv_heads=2**10,
-                    vocab_size=2**22, max_seq_len=2**22)
+_SIZE_LIMITS = dict(
+    dim=2**16, hidden_dim=2**18, n_layers=2**10, n_heads=2**10, n_kv_heads=2**10, vocab_size=2**22, max_seq_len=2**22
+)
 
 
 def _check_sizes(path: Path, **sizes) -> None:
@@ -168,8 +190,10 @@ def _check_sizes(path: Path, **sizes) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise CheckpointError(f"{path}: {name} must be an integer, got {_given(value)}.")
         if not 0 < value <= _SIZE_LIMITS[name]:
-            raise CheckpointError(f"{path}: {name} = {value!r} is not a plausible size (1..{_SIZE_LIMITS[name]}); "
-                                  "the file is corrupt or not a Llama checkpoint.")
+            raise CheckpointError(
+                f"{path}: {name} = {value!r} is not a plausible size (1..{_SIZE_LIMITS[name]}); "
+                "the file is corrupt or not a Llama checkpoint."
+            )
 
 
 def _given(value) -> str:
@@ -193,15 +217,26 @@ def check_field(path: Path, data: dict, key: str, kind: str, default=None, *, wh
     base = kind.rstrip("?")
     if value is None and nullable:
         return None
-    checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-              "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
-              "object": lambda v: isinstance(v, dict), "list": lambda v: isinstance(v, list)}
+    checks = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        "str": lambda v: isinstance(v, str),
+        "bool": lambda v: isinstance(v, bool),
+        "object": lambda v: isinstance(v, dict),
+        "list": lambda v: isinstance(v, list),
+    }
     if not checks[base](value):
-        names = {"int": "an integer", "number": "a number", "str": "a string", "bool": "true or false",
-                 "object": "an object", "list": "a list"}
-        raise CheckpointError(f"{path}: {where}{key} must be {names[base]}{' or null' if nullable else ''}, "
-                              f"got {_given(value)}.")
+        names = {
+            "int": "an integer",
+            "number": "a number",
+            "str": "a string",
+            "bool": "true or false",
+            "object": "an object",
+            "list": "a list",
+        }
+        raise CheckpointError(
+            f"{path}: {where}{key} must be {names[base]}{' or null' if nullable else ''}, got {_given(value)}."
+        )
     return value
 
 
@@ -217,11 +252,21 @@ def check_regular_file(path: Path, what: str = "") -> Path:
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"{path}: no such file{f' ({what})' if what else ''}.") from None
     if not stat.S_ISREG(mode):
-        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "not a regular file")
-        raise CheckpointError(f"{path} is {kind}, not a regular file{f' ({what})' if what else ''}; "
-                              "a checkpoint's files must be plain files. Replace it with the real file.")
+        kind = (
+            "a named pipe (FIFO)"
+            if stat.S_ISFIFO(mode)
+            else "a folder"
+            if stat.S_ISDIR(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )
+        raise CheckpointError(
+            f"{path} is {kind}, not a regular file{f' ({what})' if what else ''}; "
+            "a checkpoint's files must be plain files. Replace it with the real file."
+        )
     return path
 
 
@@ -236,7 +281,6 @@ def _args_from_params(path: Path, tensors: dict[str, LazyTensor]) -> ModelArgs:
         return ModelArgs.from_dict(params, vocab_size=vocab)
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"{path}: {e}") from None
-
 
 
 # --- writers --------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ Pickled ``.pth``/``.bin`` files are only ever read with ``torch.load(weights_onl
 that asks to build anything but tensors is refused, and no code inside it runs.
 """
 
-
 from __future__ import annotations
 
 import re
@@ -56,10 +55,19 @@ def _resolve(path: Path) -> tuple[str, Path]:
     if not path.exists():
         raise CheckpointNotFoundError(f"no checkpoint at {path}: the path does not exist.\n{_formats_help()}")
     if path.is_file():
-        if path.name in ("params.json", "config.json", "model.safetensors", "model.safetensors.index.json",
-                         "pytorch_model.bin.index.json") or re.fullmatch(r"consolidated\.\d+\.pth", path.name) \
-                or re.fullmatch(r"(pytorch_model|model)-\d+-of-\d+\.(bin|safetensors)", path.name) \
-                or path.name == "pytorch_model.bin":
+        if (
+            path.name
+            in (
+                "params.json",
+                "config.json",
+                "model.safetensors",
+                "model.safetensors.index.json",
+                "pytorch_model.bin.index.json",
+            )
+            or re.fullmatch(r"consolidated\.\d+\.pth", path.name)
+            or re.fullmatch(r"(pytorch_model|model)-\d+-of-\d+\.(bin|safetensors)", path.name)
+            or path.name == "pytorch_model.bin"
+        ):
             return _resolve(path.parent)
         if path.suffix == ".bin":
             return "llama2c", path
@@ -69,8 +77,12 @@ def _resolve(path: Path) -> tuple[str, Path]:
     # Present and not a folder: a FIFO under a checkpoint's file name is refused by its reader, not skipped.
     has = lambda name: (path / name).exists() and not (path / name).is_dir()  # noqa: E731
     shards = meta_shards(path)[0]
-    hf_weights = (has("model.safetensors") or has("model.safetensors.index.json") or has("pytorch_model.bin")
-                  or has("pytorch_model.bin.index.json"))
+    hf_weights = (
+        has("model.safetensors")
+        or has("model.safetensors.index.json")
+        or has("pytorch_model.bin")
+        or has("pytorch_model.bin.index.json")
+    )
     if has("params.json") and has("model.safetensors"):
         if has("config.json") and "model.embed_tokens.weight" in _safetensors_header(path / "model.safetensors"):
             return "hf", path  # a HF folder that also carries a params.json: the weight names decide
@@ -80,8 +92,9 @@ def _resolve(path: Path) -> tuple[str, Path]:
     if has("config.json") and hf_weights:
         return "hf", path
     present = sorted(p.name for p in path.iterdir())[:20]
-    raise CheckpointError(f"cannot tell the checkpoint format of the folder {path} (it holds {present}).\n"
-                          f"{_formats_help()}")
+    raise CheckpointError(
+        f"cannot tell the checkpoint format of the folder {path} (it holds {present}).\n{_formats_help()}"
+    )
 
 
 def _formats_help() -> str:
@@ -91,7 +104,6 @@ def _formats_help() -> str:
 def _open(path: str | Path) -> _Source:
     fmt, where = _resolve(Path(path))
     return {"project": _open_project, "meta": _open_meta, "hf": _open_hf, "llama2c": _open_llama2c}[fmt](where)
-
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -109,6 +121,7 @@ def available_memory(device) -> int | None:
             pass
         try:
             import psutil  # optional
+
             return int(psutil.virtual_memory().available)
         except ImportError:
             return None
@@ -133,7 +146,8 @@ def _check_fits(args: ModelArgs, dtype: torch.dtype, device: torch.device, path:
             f"{path} needs about {human_bytes(need['total'])} on {device}: {human_bytes(need['weights'])} for its "
             f"weights in {str(dtype).replace('torch.', '')} and {human_bytes(need['buffers'])} for the RoPE table "
             f"(max_seq_len {args.max_seq_len}), but only {human_bytes(free)} is available. Try: {tip}another "
-            "device, or a smaller model (check_memory=False tries anyway).")
+            "device, or a smaller model (check_memory=False tries anyway)."
+        )
 
 
 def _expected_shapes(args: ModelArgs) -> dict[str, tuple]:
@@ -141,9 +155,17 @@ def _expected_shapes(args: ModelArgs) -> dict[str, tuple]:
     d, kv, f, V = args.dim, args.kv_heads * args.head_dim, args.hidden_dim, args.vocab_size
     out: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (V, d)}
     for i in range(args.n_layers):
-        for name, shape in (("attention.wq", (d, d)), ("attention.wk", (kv, d)), ("attention.wv", (kv, d)),
-                            ("attention.wo", (d, d)), ("feed_forward.w1", (f, d)), ("feed_forward.w2", (d, f)),
-                            ("feed_forward.w3", (f, d)), ("attention_norm", (d,)), ("ffn_norm", (d,))):
+        for name, shape in (
+            ("attention.wq", (d, d)),
+            ("attention.wk", (kv, d)),
+            ("attention.wv", (kv, d)),
+            ("attention.wo", (d, d)),
+            ("feed_forward.w1", (f, d)),
+            ("feed_forward.w2", (d, f)),
+            ("feed_forward.w3", (f, d)),
+            ("attention_norm", (d,)),
+            ("ffn_norm", (d,)),
+        ):
             out[f"layers.{i}.{name}.weight"] = shape
     out["norm.weight"], out["output.weight"] = (d,), (V, d)
     return out
@@ -156,13 +178,16 @@ def _strict_problems(src: _Source, expected: dict[str, tuple]) -> list[str]:
     if missing:
         problems.append(f"missing tensor(s) {missing[:8]}{' …' if len(missing) > 8 else ''} ({len(missing)} in all)")
     if unexpected:
-        problems.append(f"unexpected tensor(s) {unexpected[:8]}{' …' if len(unexpected) > 8 else ''} "
-                        f"({len(unexpected)} in all)")
+        problems.append(
+            f"unexpected tensor(s) {unexpected[:8]}{' …' if len(unexpected) > 8 else ''} ({len(unexpected)} in all)"
+        )
     for name, shape in expected.items():
         t = src.tensors.get(name)
         if t is not None and tuple(t.shape) != shape:
-            problems.append(f"tensor {name}: expected shape {shape} from the config, found {tuple(t.shape)}"
-                            f"{f' in {t.file}' if t.file else ''}")
+            problems.append(
+                f"tensor {name}: expected shape {shape} from the config, found {tuple(t.shape)}"
+                f"{f' in {t.file}' if t.file else ''}"
+            )
         elif t is not None and not t.dtype.is_floating_point:
             problems.append(f"tensor {name}: dtype {t.dtype} is not floating point (quantized files are not supported)")
     return problems
@@ -194,17 +219,21 @@ def load_model(path: str | Path, device=None, dtype=None, *, check_memory: bool 
         expected = _expected_shapes(src.args)
         problems = _strict_problems(src, expected)
         if problems:
-            raise CheckpointError(f"{src.path} ({src.format}) does not match the model its config describes "
-                                  f"({src.args.attention_kind}, dim {src.args.dim}, {src.args.n_layers} layers):\n  - "
-                                  + "\n  - ".join(problems))
+            raise CheckpointError(
+                f"{src.path} ({src.format}) does not match the model its config describes "
+                f"({src.args.attention_kind}, dim {src.args.dim}, {src.args.n_layers} layers):\n  - "
+                + "\n  - ".join(problems)
+            )
         target = dtype or src.tensors["tok_embeddings.weight"].dtype
         if check_memory:
             _check_fits(src.args, target, device, src.path)
         model = _build(src.args)  # shapes only for large models; the weights are assigned below
         built = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         if built != expected:  # model.py and this file must agree on every name and shape
-            raise RuntimeError(f"internal: checkpoint.py's tensor table differs from Transformer's: "
-                               f"{sorted(set(built.items()) ^ set(expected.items()))[:4]}")
+            raise RuntimeError(
+                f"internal: checkpoint.py's tensor table differs from Transformer's: "
+                f"{sorted(set(built.items()) ^ set(expected.items()))[:4]}"
+            )
         state = {}
         for name in expected:  # one tensor at a time: read, convert, place
             t = src.tensors[name]
@@ -241,12 +270,15 @@ def load_tokenizer(path: str | Path, required: bool = False):
             if len(tok) == vocab:
                 return tok
             if fmt != "llama2c" or cand.name != "tokenizer.model":
-                raise CheckpointError(f"{cand} has {len(tok)} pieces but the model's vocabulary is {vocab}; "
-                                      "they do not belong together.")
+                raise CheckpointError(
+                    f"{cand} has {len(tok)} pieces but the model's vocabulary is {vocab}; they do not belong together."
+                )
     if required:
         where_hint = f"{candidates[0]}" if fmt == "llama2c" else f"{where / 'tokenizer.model'}"
-        raise CheckpointError(f"no tokenizer found for {path}: expected {where_hint} (a SentencePiece model with "
-                              f"{vocab} pieces); pass its path explicitly.")
+        raise CheckpointError(
+            f"no tokenizer found for {path}: expected {where_hint} (a SentencePiece model with "
+            f"{vocab} pieces); pass its path explicitly."
+        )
     return None
 
 
@@ -302,7 +334,9 @@ def default_model_path() -> Path:
     """The shipped model, ``assets/models/llama2-lab-tiny`` beside the package."""
     path = MODELS_DIR / "llama2-lab-tiny"
     if not (path / "params.json").is_file():
-        raise CheckpointNotFoundError(f"the shipped model is missing: {path} does not hold params.json + "
-                                      "model.safetensors. Make it with `llama2-lab train --preset lab-tiny`, "
-                                      "or pass a checkpoint path explicitly.")
+        raise CheckpointNotFoundError(
+            f"the shipped model is missing: {path} does not hold params.json + "
+            "model.safetensors. Make it with `llama2-lab train --preset lab-tiny`, "
+            "or pass a checkpoint path explicitly."
+        )
     return path

@@ -19,7 +19,6 @@ def _open_project(folder: Path) -> _Source:
     return src
 
 
-
 # The files save_model writes; an old folder's other files (a training checkpoint, a model card) are kept.
 PROJECT_FILES = ("params.json", "model.safetensors", "tokenizer.model")
 

@@ -64,15 +64,21 @@ def check_world_size(args: ModelArgs, world_size: int) -> None:
     """Every split size must divide by ``world_size``; the KV heads are the usual limit (70B has 8)."""
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ShardError(f"the number of processes must be a positive integer, got {world_size!r}.")
-    sizes = (("n_kv_heads", args.kv_heads), ("n_heads", args.n_heads), ("dim", args.dim),
-             ("hidden_dim", args.hidden_dim), ("vocab_size", args.vocab_size))
+    sizes = (
+        ("n_kv_heads", args.kv_heads),
+        ("n_heads", args.n_heads),
+        ("dim", args.dim),
+        ("hidden_dim", args.hidden_dim),
+        ("vocab_size", args.vocab_size),
+    )
     for what, n in sizes:
         if n % world_size:
             ok = [d for d in range(1, args.kv_heads + 1) if all(s % d == 0 for _, s in sizes)]
             raise ShardError(
                 f"cannot split this model over {world_size} processes: {what} = {n} is not divisible by "
                 f"{world_size} (each rank keeps whole {'KV heads' if 'heads' in what else what + ' slices'}). "
-                f"Launch with --nproc-per-node in {ok}.")
+                f"Launch with --nproc-per-node in {ok}."
+            )
 
 
 def rank_range(size: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -107,8 +113,10 @@ def _meta_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("consolidated.*.pth"))
     numbers = [int(p.name.split(".")[1]) for p in files]
     if numbers != list(range(len(files))):
-        raise ShardError(f"{folder}: shard files {[p.name for p in files]} are not consolidated.00.pth .. "
-                         f"consolidated.{len(files) - 1:02d}.pth; a shard is missing.")
+        raise ShardError(
+            f"{folder}: shard files {[p.name for p in files]} are not consolidated.00.pth .. "
+            f"consolidated.{len(files) - 1:02d}.pth; a shard is missing."
+        )
     return files
 
 
@@ -131,19 +139,27 @@ def _meta_rank_state(folder: Path, rank: int, world_size: int, dtype) -> tuple[M
     header: dict[str, Any] = {"tok_embeddings.weight": _HeaderOnly(states[first]["tok_embeddings.weight"].shape)}
     args = _args_from_params(folder / "params.json", header)
     check_world_size(args, world_size)
-    for what, n in (("n_kv_heads", args.kv_heads), ("dim", args.dim), ("hidden_dim", args.hidden_dim),
-                    ("vocab_size", args.vocab_size)):
+    for what, n in (
+        ("n_kv_heads", args.kv_heads),
+        ("dim", args.dim),
+        ("hidden_dim", args.hidden_dim),
+        ("vocab_size", args.vocab_size),
+    ):
         if n % S:
-            raise ShardError(f"{folder}: {S} shard files, but {what} = {n} is not divisible by {S}; "
-                             "the folder does not hold a model-parallel split of this model.")
+            raise ShardError(
+                f"{folder}: {S} shard files, but {what} = {n} is not divisible by {S}; "
+                "the folder does not hold a model-parallel split of this model."
+            )
     expected = _expected_shapes(args)
     out = {}
     for i, state in states.items():
         missing = sorted(set(expected) - state.keys())
         extra = sorted(state.keys() - set(expected))
         if missing or extra:
-            raise ShardError(f"{files[i]}: missing tensor(s) {missing[:4]}, unexpected {extra[:4]}; "
-                             "it does not belong to the model params.json describes.")
+            raise ShardError(
+                f"{files[i]}: missing tensor(s) {missing[:4]}, unexpected {extra[:4]}; "
+                "it does not belong to the model params.json describes."
+            )
     for name, shape in expected.items():
         d = split_dim(name)
         if d is None:
@@ -156,13 +172,16 @@ def _meta_rank_state(folder: Path, rank: int, world_size: int, dtype) -> tuple[M
                 have = states[i][name]
                 part_shape = tuple(P if k == d else s for k, s in enumerate(shape))
                 if tuple(have.shape) != part_shape:
-                    implied = (f"; its size along dim {d} says the model was split into {L // have.shape[d]} "
-                               "shards" if have.dim() == len(shape) and have.shape[d] and L % have.shape[d] == 0
-                               else "")
+                    implied = (
+                        f"; its size along dim {d} says the model was split into {L // have.shape[d]} shards"
+                        if have.dim() == len(shape) and have.shape[d] and L % have.shape[d] == 0
+                        else ""
+                    )
                     raise ShardError(
                         f"shard count mismatch: {files[i].name} holds {name} of shape {tuple(have.shape)}, but "
                         f"params.json and the {S} shard file(s) in {folder} imply {part_shape}{implied}. "
-                        "Restore the missing consolidated.NN.pth files (or the right params.json).")
+                        "Restore the missing consolidated.NN.pth files (or the right params.json)."
+                    )
                 a, b = max(lo, i * P), min(hi, (i + 1) * P)
                 parts.append(have.narrow(d, a - i * P, b - a))  # a view: nothing is read yet
         t = parts[0] if len(parts) == 1 else torch.cat(parts, dim=d if d is not None else 0)
@@ -181,8 +200,10 @@ def _weight_files(folder: Path) -> dict[str, Path]:
         return {k: folder / v for k, v in wmap.items()}
     single = folder / "model.safetensors"
     if not single.is_file():
-        raise ShardError(f"{folder} has no safetensors weights (pytorch_model*.bin cannot be read in slices); "
-                         "convert it to safetensors first, e.g. with save_hf(load_model(path), new_folder).")
+        raise ShardError(
+            f"{folder} has no safetensors weights (pytorch_model*.bin cannot be read in slices); "
+            "convert it to safetensors first, e.g. with save_hf(load_model(path), new_folder)."
+        )
     return {k: single for k in _safetensors_header(single)}
 
 
@@ -246,8 +267,10 @@ def rank_state(path: str | Path, rank: int, world_size: int, dtype=None) -> tupl
         return _meta_rank_state(where, rank, world_size, dtype)
     if fmt in ("hf", "project"):
         return _safetensors_rank_state(where, fmt, rank, world_size, dtype)
-    raise ShardError(f"{where} is a {fmt} file, which cannot be read in slices; convert it to a Meta or "
-                     "safetensors folder first (checkpoint.save_meta / save_hf / save_model).")
+    raise ShardError(
+        f"{where} is a {fmt} file, which cannot be read in slices; convert it to a Meta or "
+        "safetensors folder first (checkpoint.save_meta / save_hf / save_model)."
+    )
 
 
 def shard_count(path: str | Path) -> int:
@@ -264,4 +287,3 @@ def save_sharded(model, folder: str | Path, n_shards: int, tokenizer=None, *, dt
     if tokenizer is not None:
         atomic_write_bytes(folder / "tokenizer.model", _tokenizer_bytes(tokenizer))
     return folder
-

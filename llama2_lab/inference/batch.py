@@ -11,9 +11,17 @@ from .inputs import _as_ids, _device_of, _generator, _split_stop
 from .sampling import check_sampling, sample_next
 
 
-def generate_batch(model, prompts: Sequence, max_new_tokens: int, temperature: float = 0.6,
-                   top_p: float | None = 0.9, top_k: int | None = None, seed: int | None = None,
-                   stop=None, eos_id: int | None = 2) -> list[list[int]]:
+def generate_batch(
+    model,
+    prompts: Sequence,
+    max_new_tokens: int,
+    temperature: float = 0.6,
+    top_p: float | None = 0.9,
+    top_k: int | None = None,
+    seed: int | None = None,
+    stop=None,
+    eos_id: int | None = 2,
+) -> list[list[int]]:
     """New ids for each of several prompts of different lengths, decoded together (Meta's approach).
 
     Prompts are right-padded into one (B, total_len) grid. Decoding starts at the shortest prompt's
@@ -34,8 +42,10 @@ def generate_batch(model, prompts: Sequence, max_new_tokens: int, temperature: f
     lengths = [len(p) for p in prompts]
     for i, n in enumerate(lengths):
         if n > max_seq_len or (n == max_seq_len and max_new_tokens > 0):
-            raise ValueError(f"prompt {i} has {n} tokens but the model's context is max_seq_len={max_seq_len}: "
-                             f"no room for new tokens. Shorten it to at most {max_seq_len - 1} tokens.")
+            raise ValueError(
+                f"prompt {i} has {n} tokens but the model's context is max_seq_len={max_seq_len}: "
+                f"no room for new tokens. Shorten it to at most {max_seq_len - 1} tokens."
+            )
     if max_new_tokens == 0:
         return [[] for _ in prompts]
     B, min_len = len(prompts), min(lengths)
@@ -73,4 +83,3 @@ def generate_batch(model, prompts: Sequence, max_new_tokens: int, temperature: f
                 break
         out.append(new)
     return out
-

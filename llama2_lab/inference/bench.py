@@ -63,8 +63,9 @@ def _peak_memory(device: torch.device) -> int | None:
         return None
 
 
-def bench_project(model: Transformer, prompt: torch.Tensor, new_tokens: int, compile: bool = False,
-                  repeats: int = 3) -> dict:
+def bench_project(
+    model: Transformer, prompt: torch.Tensor, new_tokens: int, compile: bool = False, repeats: int = 3
+) -> dict:
     """Prefill tokens/s, time to first token, decode tokens/s for a greedy run of ``new_tokens``.
 
     prompt (B, P) on the model's device. Uses the same code path as ``generate`` (prefill, then one
@@ -111,8 +112,9 @@ def _rates(device, B, P, new_tokens, ttft, decode, decode_cpu) -> dict:
     return out
 
 
-def bench_hf(hf_model, prompt: torch.Tensor, new_tokens: int, cache_implementation: str | None = None,
-             repeats: int = 3) -> dict:
+def bench_hf(
+    hf_model, prompt: torch.Tensor, new_tokens: int, cache_implementation: str | None = None, repeats: int = 3
+) -> dict:
     """Hugging Face ``generate`` (greedy, exactly ``new_tokens``): total time -> decode tokens/s.
 
     Prefill is timed separately with a 1-token generate, and subtracted.
@@ -179,8 +181,17 @@ def random_model(shape: str, device: torch.device, max_seq_len: int) -> Transfor
     return model.eval()
 
 
-def run(device: str | None = None, shape: str | None = None, prompt_len: int = 64, new_tokens: int = 128,
-        batches=(1, 8), compile: bool = True, hf: bool = True, repeats: int = 3, out: str | None = None) -> dict:
+def run(
+    device: str | None = None,
+    shape: str | None = None,
+    prompt_len: int = 64,
+    new_tokens: int = 128,
+    batches=(1, 8),
+    compile: bool = True,
+    hf: bool = True,
+    repeats: int = 3,
+    out: str | None = None,
+) -> dict:
     """One benchmark run: every engine, batch 1 and 8, printed side by side and returned as a dict."""
     from . import pick_device
 
@@ -198,12 +209,22 @@ def run(device: str | None = None, shape: str | None = None, prompt_len: int = 6
     bw = copy_bandwidth(dev)
     wbytes = weight_bytes_per_token(model)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
-    result = {"device": str(dev), "device_name": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-              "model": label, "dtype": str(dtype).replace("torch.", ""), "params": model.num_params(),
-              "prompt_len": prompt_len, "new_tokens": new_tokens,
-              "copy_bandwidth_GBps": bw / 1e9, "weight_bytes_per_token": wbytes,
-              "bound_tok_s": bw / wbytes, "rows": []}
+    result = {
+        "device": str(dev),
+        "device_name": name,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "model": label,
+        "dtype": str(dtype).replace("torch.", ""),
+        "params": model.num_params(),
+        "prompt_len": prompt_len,
+        "new_tokens": new_tokens,
+        "copy_bandwidth_GBps": bw / 1e9,
+        "weight_bytes_per_token": wbytes,
+        "bound_tok_s": bw / wbytes,
+        "rows": [],
+    }
     engines = [("project eager", lambda p: bench_project(model, p, new_tokens, False, repeats))]
     if compile:
         engines.append(("project compiled", lambda p: bench_project(model, p, new_tokens, True, repeats)))
@@ -256,30 +277,38 @@ def _add_ratios(result: dict) -> None:
 def _format_row(r: dict, result: dict) -> str:
     if "error" in r:
         return f"  {r['engine']:<30} B={r['batch']:<3} failed: {r['error']}"
-    return (f"  {r['engine']:<30} B={r['batch']:<3} prefill {r['prefill_tok_s']:>10.0f} tok/s  "
-            f"TTFT {1000 * r['ttft_s']:>8.1f} ms  decode {r['decode_tok_s']:>9.1f} tok/s")
+    return (
+        f"  {r['engine']:<30} B={r['batch']:<3} prefill {r['prefill_tok_s']:>10.0f} tok/s  "
+        f"TTFT {1000 * r['ttft_s']:>8.1f} ms  decode {r['decode_tok_s']:>9.1f} tok/s"
+    )
 
 
 def format_result(result: dict) -> str:
     cpu = result["device"] == "cpu"
-    lines = [f"{result['model']} on {result['device']} ({result['device_name']}), {result['dtype']}, "
-             f"{result['params']:,} params, torch {result['torch']}",
-             f"copy bandwidth {result['copy_bandwidth_GBps']:.1f} GB/s, weights read per token "
-             f"{result['weight_bytes_per_token'] / 1e6:.1f} MB -> batch-1 decode bound {result['bound_tok_s']:.0f} tok/s",
-             f"{'engine':<30}{'batch':>6}{'prefill tok/s':>15}{'TTFT ms':>10}{'decode tok/s':>14}{'vs HF best':>12}{'of bound':>10}"
-             + (f"{'CPU-time tok/s':>16}{'vs HF':>7}" if cpu else "")]
+    lines = [
+        f"{result['model']} on {result['device']} ({result['device_name']}), {result['dtype']}, "
+        f"{result['params']:,} params, torch {result['torch']}",
+        f"copy bandwidth {result['copy_bandwidth_GBps']:.1f} GB/s, weights read per token "
+        f"{result['weight_bytes_per_token'] / 1e6:.1f} MB -> batch-1 decode bound {result['bound_tok_s']:.0f} tok/s",
+        f"{'engine':<30}{'batch':>6}{'prefill tok/s':>15}{'TTFT ms':>10}{'decode tok/s':>14}{'vs HF best':>12}{'of bound':>10}"
+        + (f"{'CPU-time tok/s':>16}{'vs HF':>7}" if cpu else ""),
+    ]
     for r in result["rows"]:
         if "error" in r:
             lines.append(f"{r['engine']:<30}{r['batch']:>6}  failed: {r['error'][:60]}")
             continue
         vs = f"{r['vs_hf_best']:.2f}x" if r.get("vs_hf_best") else "-"
         ob = f"{100 * r['of_bound']:.0f}%" if r.get("of_bound") else "-"
-        lines.append(f"{r['engine']:<30}{r['batch']:>6}{r['prefill_tok_s']:>15.0f}{1000 * r['ttft_s']:>10.1f}"
-                     f"{r['decode_tok_s']:>14.1f}{vs:>12}{ob:>10}" + (
-                         f"{r['decode_tok_s_cpu_time']:>16.1f}{r.get('vs_hf_best_cpu_time', 0):>6.2f}x" if cpu else ""))
+        lines.append(
+            f"{r['engine']:<30}{r['batch']:>6}{r['prefill_tok_s']:>15.0f}{1000 * r['ttft_s']:>10.1f}"
+            f"{r['decode_tok_s']:>14.1f}{vs:>12}{ob:>10}"
+            + (f"{r['decode_tok_s_cpu_time']:>16.1f}{r.get('vs_hf_best_cpu_time', 0):>6.2f}x" if cpu else "")
+        )
     if cpu and result.get("load_average"):
-        lines.append(f"load average at the start {result['load_average'][0]:.2f} on {os.cpu_count()} cores, "
-                     f"{result['threads']} torch thread(s); CPU-time rates ignore time spent waiting for a core")
+        lines.append(
+            f"load average at the start {result['load_average'][0]:.2f} on {os.cpu_count()} cores, "
+            f"{result['threads']} torch thread(s); CPU-time rates ignore time spent waiting for a core"
+        )
     return "\n".join(lines)
 
 
@@ -300,8 +329,13 @@ def plot_breakdown(result: dict):
         x = [i + j * width for i, e in enumerate(engines)]
         y = [next((r["decode_tok_s"] for r in rows if r["engine"] == e and r["batch"] == B), 0) for e in engines]
         ax1.bar_label(ax1.bar(x, y, width, label=f"batch {B}"), fmt="%.0f", fontsize=7)
-    ax1.axhline(result["bound_tok_s"], color="k", ls="--", lw=1,
-                label=f"batch-1 bound {result['bound_tok_s']:.0f} tok/s (bandwidth / weight bytes)")
+    ax1.axhline(
+        result["bound_tok_s"],
+        color="k",
+        ls="--",
+        lw=1,
+        label=f"batch-1 bound {result['bound_tok_s']:.0f} tok/s (bandwidth / weight bytes)",
+    )
     ax1.set_xticks([i + width * (len(batches) - 1) / 2 for i in range(len(engines))])
     ax1.set_xticklabels([e.replace(" (", "\n(") for e in engines], fontsize=8)
     ax1.set_ylim(0, 1.35 * max([result["bound_tok_s"]] + [r["decode_tok_s"] for r in rows]))  # room for the legend
@@ -326,20 +360,33 @@ def plot_breakdown(result: dict):
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    p.add_argument("--shape", help="a preset shape with random weights (default: shipped model on CPU, llama2-7b on CUDA)")
+    p.add_argument(
+        "--shape", help="a preset shape with random weights (default: shipped model on CPU, llama2-7b on CUDA)"
+    )
     p.add_argument("--prompt-len", type=int, action=at_least(1), default=64)
     p.add_argument("--new-tokens", type=int, action=at_least(1), default=128)
     p.add_argument("--batch", type=int, action=at_least(1), nargs="+", default=[1, 8])
     p.add_argument("--no-compile", action="store_true", help="skip the compiled fast path")
     p.add_argument("--no-hf", action="store_true", help="skip Hugging Face transformers")
     p.add_argument("--repeats", type=int, action=at_least(1), default=3)
-    p.add_argument("--threads", type=int, action=at_least(1), help="CPU threads for torch (default: torch's own choice)")
+    p.add_argument(
+        "--threads", type=int, action=at_least(1), help="CPU threads for torch (default: torch's own choice)"
+    )
     p.add_argument("--out", help="write the results as JSON here (rewritten after every row)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)  # on a busy machine one thread per engine is steadier
-    run(device=args.device, shape=args.shape, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-        batches=tuple(args.batch), compile=not args.no_compile, hf=not args.no_hf, repeats=args.repeats, out=args.out)
+    run(
+        device=args.device,
+        shape=args.shape,
+        prompt_len=args.prompt_len,
+        new_tokens=args.new_tokens,
+        batches=tuple(args.batch),
+        compile=not args.no_compile,
+        hf=not args.no_hf,
+        repeats=args.repeats,
+        out=args.out,
+    )
     return 0

@@ -53,8 +53,15 @@ class ChatBatch:
         last = (n - 1).clamp(min=0)
         return logits[torch.arange(self.B), last]  # (B, V)
 
-    def reply(self, logits: torch.Tensor, max_new: int, temperature: float = 0.0, top_p: float = 0.9,
-              generator: torch.Generator | None = None, active: torch.Tensor | None = None) -> list[list[int]]:
+    def reply(
+        self,
+        logits: torch.Tensor,
+        max_new: int,
+        temperature: float = 0.0,
+        top_p: float = 0.9,
+        generator: torch.Generator | None = None,
+        active: torch.Tensor | None = None,
+    ) -> list[list[int]]:
         """Decode one reply per active row, greedy (temperature 0) or sampled; the reply and its
         EOS enter the history (an EOS is forced after max_new tokens). -> ids without EOS."""
         out = [[] for _ in range(self.B)]

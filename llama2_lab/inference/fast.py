@@ -64,8 +64,12 @@ def compiled_decoder(model: Transformer, batch_size: int, max_len: int) -> Compi
     ``_compiled_decoders`` dict, so it goes away with the model (a module-level cache keyed by
     ``id(model)`` would keep every compiled model alive for the whole session).
     """
-    key = (batch_size, min(round_up(max_len, 64), model.args.max_seq_len),
-           model.output.weight.device, model.output.weight.dtype)
+    key = (
+        batch_size,
+        min(round_up(max_len, 64), model.args.max_seq_len),
+        model.output.weight.device,
+        model.output.weight.dtype,
+    )
     decoders = model.__dict__.setdefault("_compiled_decoders", {})
     if key not in decoders:
         decoders[key] = CompiledDecoder(model, batch_size, max_len)

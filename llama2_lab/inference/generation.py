@@ -11,7 +11,6 @@ its token ids, ``stream`` its text, ``generate`` collects both plus log-probs an
 The model follows its weights: generation runs on the model's device and dtype; logits are float32.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -32,31 +31,53 @@ class _Decoding:
     ended and ``attention(n)`` assembles the recorded attention over the first n positions.
     """
 
-    def __init__(self, model, prompt_ids, max_new_tokens: int, *, temperature: float = 0.6,
-                 top_p: float | None = 0.9, top_k: int | None = None, seed: int | None = None,
-                 stop=None, tokenizer=None, logprobs: bool = False, record_attention: bool = False,
-                 eos_id: int | None = 2, cache_len: int | None = None, compile: bool = False):
+    def __init__(
+        self,
+        model,
+        prompt_ids,
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.6,
+        top_p: float | None = 0.9,
+        top_k: int | None = None,
+        seed: int | None = None,
+        stop=None,
+        tokenizer=None,
+        logprobs: bool = False,
+        record_attention: bool = False,
+        eos_id: int | None = 2,
+        cache_len: int | None = None,
+        compile: bool = False,
+    ):
         check_sampling(temperature, top_k, top_p, seed)
         if compile and record_attention:
-            raise ValueError("record_attention needs the eager path (the compiled step cannot hand back "
-                             "attention probabilities); use compile=False to inspect attention.")
+            raise ValueError(
+                "record_attention needs the eager path (the compiled step cannot hand back "
+                "attention probabilities); use compile=False to inspect attention."
+            )
         max_new_tokens = check_int("max_new_tokens", max_new_tokens, 0)
         self.prompt = _as_ids(prompt_ids)
         self.stop_ids, self.stop_strings = _split_stop(stop, eos_id)
         if self.stop_strings and tokenizer is None:
-            raise ValueError(f"stop strings {self.stop_strings!r} need the tokenizer to read the text: "
-                             "pass tokenizer=..., or give stop token ids instead.")
+            raise ValueError(
+                f"stop strings {self.stop_strings!r} need the tokenizer to read the text: "
+                "pass tokenizer=..., or give stop token ids instead."
+            )
         P, max_seq_len = len(self.prompt), model.args.max_seq_len
         if P > max_seq_len or (P == max_seq_len and max_new_tokens > 0):
-            raise ValueError(f"the prompt has {P} tokens but the model's context is max_seq_len={max_seq_len}: "
-                             f"no room for new tokens. Shorten the prompt to at most {max_seq_len - 1} tokens.")
+            raise ValueError(
+                f"the prompt has {P} tokens but the model's context is max_seq_len={max_seq_len}: "
+                f"no room for new tokens. Shorten the prompt to at most {max_seq_len - 1} tokens."
+            )
         # Like Meta, generation stops at the end of the context: prompt + new tokens <= max_seq_len.
         self.max_new = min(max_new_tokens, max_seq_len - P)
         self.context_limited = self.max_new < max_new_tokens
         self.cache_len = max(P + self.max_new, 1) if cache_len is None else cache_len
         if self.cache_len < P + self.max_new or self.cache_len > max_seq_len:
-            raise ValueError(f"cache_len={cache_len} must be in {P + self.max_new}..{max_seq_len} "
-                             f"(prompt {P} + up to {self.max_new} new tokens, at most max_seq_len).")
+            raise ValueError(
+                f"cache_len={cache_len} must be in {P + self.max_new}..{max_seq_len} "
+                f"(prompt {P} + up to {self.max_new} new tokens, at most max_seq_len)."
+            )
         self.model, self.tokenizer = model, tokenizer
         self.temperature, self.top_p, self.top_k, self.seed = temperature, top_p, top_k, seed
         self.want_logprobs, self.record_attention, self.compile = logprobs, record_attention, compile
@@ -134,7 +155,7 @@ class _Decoding:
         for name, prefill in self._prefill.items():
             H, P, _ = prefill.shape
             full = torch.zeros(H, n, n)  # (n_heads, S_total, S_total)
-            full[:, :min(P, n), :min(P, n)] = prefill[:, :n, :n]
+            full[:, : min(P, n), : min(P, n)] = prefill[:, :n, :n]
             for j, row in enumerate(self._rows[name]):
                 if P + j >= n:
                     break
@@ -155,8 +176,15 @@ class Generation(list):
     asked), ``attention`` (name -> (n_heads, S, S) over prompt + new tokens; None unless asked).
     """
 
-    def __init__(self, tokens: Iterable[int] = (), *, stop_reason: str = "length", text: str | None = None,
-                 logprobs: list[float] | None = None, attention: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        tokens: Iterable[int] = (),
+        *,
+        stop_reason: str = "length",
+        text: str | None = None,
+        logprobs: list[float] | None = None,
+        attention: dict[str, torch.Tensor] | None = None,
+    ):
         super().__init__(tokens)
         self.stop_reason, self.text, self.logprobs, self.attention = stop_reason, text, logprobs, attention
 
@@ -171,10 +199,22 @@ class Generation(list):
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------------------------
-def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 0.6, top_p: float | None = 0.9,
-             top_k: int | None = None, seed: int | None = None, stop=None, tokenizer=None,
-             logprobs: bool = False, record_attention: bool = False, eos_id: int | None = 2,
-             cache_len: int | None = None, compile: bool = False) -> Generation:
+def generate(
+    model,
+    prompt_ids,
+    max_new_tokens: int,
+    temperature: float = 0.6,
+    top_p: float | None = 0.9,
+    top_k: int | None = None,
+    seed: int | None = None,
+    stop=None,
+    tokenizer=None,
+    logprobs: bool = False,
+    record_attention: bool = False,
+    eos_id: int | None = 2,
+    cache_len: int | None = None,
+    compile: bool = False,
+) -> Generation:
     """New token ids for one prompt (a ``Generation``, which is a ``list[int]``), EOS excluded.
 
     The prompt is run once (prefill); then each step feeds only the newest token against the KV
@@ -186,9 +226,22 @@ def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 0.6, t
     ``compile=True`` decodes with the fast path (fast.py: static cache, fixed-shape step,
     torch.compile with CUDA graphs on a GPU); the first call per shape pays the compile time.
     """
-    run = _Decoding(model, prompt_ids, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                    seed=seed, stop=stop, tokenizer=tokenizer, logprobs=logprobs,
-                    record_attention=record_attention, eos_id=eos_id, cache_len=cache_len, compile=compile)
+    run = _Decoding(
+        model,
+        prompt_ids,
+        max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        seed=seed,
+        stop=stop,
+        tokenizer=tokenizer,
+        logprobs=logprobs,
+        record_attention=record_attention,
+        eos_id=eos_id,
+        cache_len=cache_len,
+        compile=compile,
+    )
     tokens: list[int] = []
     lps: list[float] = []
     texts: list[str] = []
@@ -197,8 +250,13 @@ def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 0.6, t
         lps += chunk.logprobs
         texts.append(chunk.text)
     attention = run.attention(len(run.prompt) + len(tokens)) if record_attention else None
-    return Generation(tokens, stop_reason=run.stop_reason, text="".join(texts) if tokenizer is not None else None,
-                      logprobs=lps if logprobs else None, attention=attention)
+    return Generation(
+        tokens,
+        stop_reason=run.stop_reason,
+        text="".join(texts) if tokenizer is not None else None,
+        logprobs=lps if logprobs else None,
+        attention=attention,
+    )
 
 
 def generate_iter(model, prompt_ids, max_new_tokens: int, **kwargs) -> Iterator[int]:
@@ -244,8 +302,9 @@ def stream(model, tokenizer, prompt_ids, max_new_tokens: int, **kwargs) -> TextS
     ``prompt_ids`` may also be a str, encoded with BOS. The returned iterator also collects the
     new ids (``.tokens``) and, at the end, why generation stopped (``.stop_reason``).
     """
-    return TextStream(_Decoding(model, _encode_prompt(tokenizer, prompt_ids), max_new_tokens,
-                                tokenizer=tokenizer, **kwargs))
+    return TextStream(
+        _Decoding(model, _encode_prompt(tokenizer, prompt_ids), max_new_tokens, tokenizer=tokenizer, **kwargs)
+    )
 
 
 def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 200, **kwargs) -> str:
@@ -267,19 +326,28 @@ def fit_dialog(tokenizer, dialog, max_prompt_tokens: int) -> tuple[list, int]:
     dialog = list(dialog)
     n_tokens = len(encode_dialog(tokenizer, dialog))  # validates the dialog
     system = dialog[:1] if dialog[0]["role"] == "system" else []
-    rest = dialog[len(system):]
+    rest = dialog[len(system) :]
     dropped = 0
     while n_tokens > max_prompt_tokens:
         if len(rest) - 2 * dropped <= 1:
-            raise ValueError(f"the last user message{' with the system prompt' if system else ''} alone takes "
-                             f"{n_tokens} tokens, more than the {max_prompt_tokens} available; shorten it.")
+            raise ValueError(
+                f"the last user message{' with the system prompt' if system else ''} alone takes "
+                f"{n_tokens} tokens, more than the {max_prompt_tokens} available; shorten it."
+            )
         dropped += 1
-        n_tokens = len(encode_dialog(tokenizer, system + rest[2 * dropped:]))
-    return system + rest[2 * dropped:], dropped
+        n_tokens = len(encode_dialog(tokenizer, system + rest[2 * dropped :]))
+    return system + rest[2 * dropped :], dropped
 
 
-def chat(model, tokenizer, dialog, max_new_tokens: int | None = None, temperature: float = 0.6,
-         top_p: float | None = 0.9, **kwargs) -> str:
+def chat(
+    model,
+    tokenizer,
+    dialog,
+    max_new_tokens: int | None = None,
+    temperature: float = 0.6,
+    top_p: float | None = 0.9,
+    **kwargs,
+) -> str:
     """The assistant's reply to a Llama-2-chat dialog (ending with the user), up to EOS.
 
     The dialog is encoded with ``chat.encode_dialog`` (Meta's format); ``max_new_tokens`` None means
@@ -292,10 +360,10 @@ def chat(model, tokenizer, dialog, max_new_tokens: int | None = None, temperatur
     if max_new_tokens is None:
         max_new_tokens = max(model.args.max_seq_len - len(ids), 1)  # a full context raises below
     kwargs.setdefault("eos_id", tokenizer.eos_id)
-    text = generate(model, ids, max_new_tokens, temperature=temperature, top_p=top_p,
-                    tokenizer=tokenizer, **kwargs).text
+    text = generate(
+        model, ids, max_new_tokens, temperature=temperature, top_p=top_p, tokenizer=tokenizer, **kwargs
+    ).text
     return text[1:] if text.startswith(" ") else text  # the first piece's "▁" follows "[/INST]"
 
 
 # ---------------------------------------------------------------------------------------------
-

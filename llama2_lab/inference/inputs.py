@@ -21,12 +21,16 @@ def _as_ids(prompt_ids, what: str = "prompt") -> list[int]:
         if prompt_ids.dim() == 2 and prompt_ids.shape[0] == 1:
             prompt_ids = prompt_ids[0]
         if prompt_ids.dim() != 1 or prompt_ids.is_floating_point():
-            raise ValueError(f"{what} must be a 1-D list of token ids, got a {prompt_ids.dtype} tensor of shape "
-                             f"{tuple(prompt_ids.shape)}; for several prompts use generate_batch.")
+            raise ValueError(
+                f"{what} must be a 1-D list of token ids, got a {prompt_ids.dtype} tensor of shape "
+                f"{tuple(prompt_ids.shape)}; for several prompts use generate_batch."
+            )
         prompt_ids = prompt_ids.tolist()
     if isinstance(prompt_ids, str):
-        raise ValueError(f"{what} must be token ids, got a str; encode it first "
-                         "(tokenizer.encode(text, bos=True)) or use generate_text.")
+        raise ValueError(
+            f"{what} must be token ids, got a str; encode it first "
+            "(tokenizer.encode(text, bos=True)) or use generate_text."
+        )
     try:
         ids = list(prompt_ids)
     except TypeError:
@@ -53,8 +57,10 @@ def _split_stop(stop, eos_id: int | None) -> tuple[set[int], list[str]]:
     elif isinstance(stop, (list, tuple, set, frozenset)):
         items = list(stop)
     else:
-        raise ValueError(f"stop must be None, a token id, a string, or a list of ids and strings, got "
-                         f"{type(stop).__name__} {stop!r}.")
+        raise ValueError(
+            f"stop must be None, a token id, a string, or a list of ids and strings, got "
+            f"{type(stop).__name__} {stop!r}."
+        )
     ids = {check_int("eos_id", eos_id, -1, note=" (-1 or None = no EOS)")} if eos_id is not None else set()
     strings: list[str] = []
     for item in items:
@@ -65,8 +71,7 @@ def _split_stop(stop, eos_id: int | None) -> tuple[set[int], list[str]]:
         elif isinstance(item, numbers.Integral) and not isinstance(item, bool):
             ids.add(int(item))
         else:
-            raise ValueError(f"stop must hold token ids (int) and/or strings, got {item!r} "
-                             f"({type(item).__name__}).")
+            raise ValueError(f"stop must hold token ids (int) and/or strings, got {item!r} ({type(item).__name__}).")
     return ids, strings
 
 
@@ -87,6 +92,7 @@ def _generator(seed: int | None, device: torch.device) -> torch.Generator | None
 @dataclass
 class _Chunk:
     """Tokens (and their log-probs) and text released by one decode step."""
+
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float | None] = field(default_factory=list)
     text: str = ""
@@ -147,7 +153,7 @@ class _Holdback:
         else:
             while n < len(self.pending) and self.pending[n][2] is not None and self.pending[n][2] <= cut:
                 n += 1
-        chunk = _Chunk([e[0] for e in self.pending[:n]], [e[1] for e in self.pending[:n]], self.text[self.sent:cut])
+        chunk = _Chunk([e[0] for e in self.pending[:n]], [e[1] for e in self.pending[:n]], self.text[self.sent : cut])
         del self.pending[:n]
         self.sent = cut
         return chunk, stopped
@@ -162,4 +168,3 @@ class _Holdback:
                     hold = k
                     break
         return hold
-

@@ -82,8 +82,10 @@ def init_distributed(device: str | torch.device | None = None) -> DistContext:
     from torch.distributed.device_mesh import init_device_mesh
 
     if not launched_by_torchrun():
-        raise ParallelError("this is not a torchrun process (RANK/WORLD_SIZE/MASTER_ADDR are unset); launch with "
-                            "`torchrun --nproc-per-node N -m llama2_lab.cli ...`.")
+        raise ParallelError(
+            "this is not a torchrun process (RANK/WORLD_SIZE/MASTER_ADDR are unset); launch with "
+            "`torchrun --nproc-per-node N -m llama2_lab.cli ...`."
+        )
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     want = torch.device(device) if device is not None else None
     if want is None:
@@ -92,8 +94,10 @@ def init_distributed(device: str | torch.device | None = None) -> DistContext:
         if not torch.cuda.is_available():
             raise ParallelError("--device cuda asked for, but this process sees no CUDA GPU; use --device cpu (gloo).")
         if local >= torch.cuda.device_count():
-            raise ParallelError(f"local rank {local} has no GPU: this machine shows {torch.cuda.device_count()}; "
-                                "launch at most that many processes per node.")
+            raise ParallelError(
+                f"local rank {local} has no GPU: this machine shows {torch.cuda.device_count()}; "
+                "launch at most that many processes per node."
+            )
         want = torch.device("cuda", local)
         torch.cuda.set_device(want)
         backend = "nccl"
@@ -186,16 +190,20 @@ def load_parallel(path: str | Path, ctx: DistContext, dtype=None) -> Transformer
     parallelize(model, ctx.mesh)
     names = {n for n, _ in model.named_parameters()}
     if names != local.keys():
-        raise ShardError(f"internal: shards.py and Transformer disagree on tensor names "
-                         f"{sorted(names ^ local.keys())[:4]}")
+        raise ShardError(
+            f"internal: shards.py and Transformer disagree on tensor names {sorted(names ^ local.keys())[:4]}"
+        )
     for name, param in list(model.named_parameters()):
         value = local.pop(name).to(ctx.device)
         if isinstance(param, DTensor):
             if split_dim(name) != param.placements[0].dim:  # the plan and the file layout must agree
-                raise ShardError(f"internal: {name} is split along dim {param.placements[0].dim} by the plan "
-                                 f"but along {split_dim(name)} in the files.")
-            value = DTensor.from_local(value, ctx.mesh, param.placements, run_check=False,
-                                       shape=param.shape, stride=param.stride())
+                raise ShardError(
+                    f"internal: {name} is split along dim {param.placements[0].dim} by the plan "
+                    f"but along {split_dim(name)} in the files."
+                )
+            value = DTensor.from_local(
+                value, ctx.mesh, param.placements, run_check=False, shape=param.shape, stride=param.stride()
+            )
         _set_parameter(model, name, value)
     model.reset_rope(ctx.device)
     return model.eval()
@@ -277,9 +285,21 @@ def demo(argv=None) -> int:
     if ctx.is_main:
         from ..utils.io import atomic_write_text
 
-        atomic_write_text(Path(a.out), json.dumps({
-            "world_size": ctx.world_size, "backend": ctx.backend, "tokens": tokens, "bytes_per_rank": held,
-            "collectives_per_forward": comms, "n_layers": model.args.n_layers}, indent=1) + "\n")
+        atomic_write_text(
+            Path(a.out),
+            json.dumps(
+                {
+                    "world_size": ctx.world_size,
+                    "backend": ctx.backend,
+                    "tokens": tokens,
+                    "bytes_per_rank": held,
+                    "collectives_per_forward": comms,
+                    "n_layers": model.args.n_layers,
+                },
+                indent=1,
+            )
+            + "\n",
+        )
     return 0
 
 

@@ -25,8 +25,9 @@ class LogitsError(ValueError):
     """Logits that cannot be sampled from: NaN or +inf, or a row with every token at -inf."""
 
 
-def check_sampling(temperature: float, top_k: int | None = None, top_p: float | None = None,
-                   seed: int | None = None) -> None:
+def check_sampling(
+    temperature: float, top_k: int | None = None, top_p: float | None = None, seed: int | None = None
+) -> None:
     """Raise ValueError for sampling settings that mean nothing (numpy numbers are fine)."""
     check_float("temperature", temperature, at_least=0.0, note=" (0 = greedy)")
     if top_p is not None:
@@ -49,16 +50,25 @@ def check_logits(logits: torch.Tensor) -> torch.Tensor:
     max per row finds all three: it is NaN if any entry is, +inf or -inf in the other two cases.
     """
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() == 0:
-        raise TypeError(f"logits must be a floating-point tensor (..., V), got {type(logits).__name__}"
-                        f"{f' of dtype {logits.dtype}' if isinstance(logits, torch.Tensor) else ''}.")
+        raise TypeError(
+            f"logits must be a floating-point tensor (..., V), got {type(logits).__name__}"
+            f"{f' of dtype {logits.dtype}' if isinstance(logits, torch.Tensor) else ''}."
+        )
     row_max = logits.detach().amax(dim=-1)  # (...,)
     if not bool(torch.isfinite(row_max).all()):
         bad = (~torch.isfinite(row_max)).nonzero()[0].tolist()
-        kind = "NaN" if bool(torch.isnan(logits).any()) else "+inf" if bool((logits == float("inf")).any()) \
+        kind = (
+            "NaN"
+            if bool(torch.isnan(logits).any())
+            else "+inf"
+            if bool((logits == float("inf")).any())
             else "-inf everywhere"
-        raise LogitsError(f"the logits hold {kind} (row {bad}); nothing can be sampled from them. NaN/inf logits "
-                          "come from a corrupt checkpoint or a dtype overflow (float16 overflows where bfloat16 and "
-                          "float32 do not): reload the weights, or run in float32 or bfloat16.")
+        )
+        raise LogitsError(
+            f"the logits hold {kind} (row {bad}); nothing can be sampled from them. NaN/inf logits "
+            "come from a corrupt checkpoint or a dtype overflow (float16 overflows where bfloat16 and "
+            "float32 do not): reload the weights, or run in float32 or bfloat16."
+        )
     return logits
 
 
@@ -124,8 +134,9 @@ def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return scaled
 
 
-def filtered_distributions(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                           top_p: float | None = None) -> dict[str, torch.Tensor]:
+def filtered_distributions(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> dict[str, torch.Tensor]:
     """The next-token distribution after each step of the sampler, for the sampling playground.
 
     logits (..., V) -> {"raw": softmax(logits), "temperature": softmax(logits / T),
@@ -147,14 +158,20 @@ def filtered_distributions(logits: torch.Tensor, temperature: float = 1.0, top_k
     return out
 
 
-def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                    top_p: float | None = None) -> torch.Tensor:
+def logits_to_probs(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
     """The distribution the sampler draws from: logits (..., V) -> probs (..., V) float32."""
     return filtered_distributions(logits, temperature, top_k, top_p)["top_p"]
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 0.6, top_k: int | None = None,
-                top_p: float | None = 0.9, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 0.6,
+    top_k: int | None = None,
+    top_p: float | None = 0.9,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Pick the next token: logits (B, V) -> ids (B,), or (V,) -> a 0-d id. Temperature 0 is argmax.
 
     NaN or +inf logits raise ``LogitsError`` (argmax would silently pick a NaN's index, often 0 = <unk>).

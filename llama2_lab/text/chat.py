@@ -35,6 +35,7 @@ class Segment(NamedTuple):
     role is one of "bos", "eos", "tag" (template text: [INST], <<SYS>>, the spaces around
     them), "system", "user", "assistant".
     """
+
     turn: int
     role: str
 
@@ -43,21 +44,22 @@ def validate_dialog(dialog: Dialog, *, last: Literal["user", "assistant", "any"]
     """Raise `DialogError` saying what is wrong and how to fix it; `last` is the role the
     dialog must end with ("user" for a prompt, "assistant" for training data)."""
     if isinstance(dialog, (str, bytes, Mapping)) or not isinstance(dialog, Sequence):
-        raise DialogError(f"A dialog is a list of messages like {{'role': 'user', 'content': "
-                          f"'Hi'}}, got {type(dialog).__name__}.")
+        raise DialogError(
+            f"A dialog is a list of messages like {{'role': 'user', 'content': 'Hi'}}, got {type(dialog).__name__}."
+        )
     if not dialog:
-        raise DialogError("The dialog is empty: give at least one message, e.g. "
-                          "[{'role': 'user', 'content': 'Hi'}].")
+        raise DialogError("The dialog is empty: give at least one message, e.g. [{'role': 'user', 'content': 'Hi'}].")
     for i, msg in enumerate(dialog):
         if not isinstance(msg, Mapping) or "role" not in msg or "content" not in msg:
-            raise DialogError(f"Message {i} must be a dict with 'role' and 'content' keys, "
-                              f"got {msg!r}.")
+            raise DialogError(f"Message {i} must be a dict with 'role' and 'content' keys, got {msg!r}.")
         if msg["role"] not in ROLES:
-            raise DialogError(f"Message {i} has role {msg['role']!r}; Llama 2 chat knows only "
-                              f"{', '.join(map(repr, ROLES))}.")
+            raise DialogError(
+                f"Message {i} has role {msg['role']!r}; Llama 2 chat knows only {', '.join(map(repr, ROLES))}."
+            )
         if not isinstance(msg["content"], str):
-            raise DialogError(f"Message {i} ({msg['role']}) content must be a str, got "
-                              f"{type(msg['content']).__name__}.")
+            raise DialogError(
+                f"Message {i} ({msg['role']}) content must be a str, got {type(msg['content']).__name__}."
+            )
         try:
             check_text(msg["content"], f"Message {i} ({msg['role']})")
         except TextError as e:
@@ -67,32 +69,44 @@ def validate_dialog(dialog: Dialog, *, last: Literal["user", "assistant", "any"]
         # it fake a turn boundary, and silently answering an error string helps nobody.
         for tag in SPECIAL_TAGS:
             if tag in msg["content"]:
-                raise DialogError(f"Message {i} ({msg['role']}) contains the special tag {tag!r}. "
-                                  f"The chat format reserves {', '.join(SPECIAL_TAGS)}; remove or "
-                                  "rewrite them (Meta flags such dialogs as unsafe).")
+                raise DialogError(
+                    f"Message {i} ({msg['role']}) contains the special tag {tag!r}. "
+                    f"The chat format reserves {', '.join(SPECIAL_TAGS)}; remove or "
+                    "rewrite them (Meta flags such dialogs as unsafe)."
+                )
     roles = [msg["role"] for msg in dialog]
     if "system" in roles[1:]:
-        raise DialogError(f"Message {roles.index('system', 1)} is a system message, but a system "
-                          "message may only come first: merge it into the first one.")
+        raise DialogError(
+            f"Message {roles.index('system', 1)} is a system message, but a system "
+            "message may only come first: merge it into the first one."
+        )
     if roles[0] == "system" and len(roles) == 1:
-        raise DialogError("The dialog has only a system message: add the user message it "
-                          "applies to (the system text is merged into it).")
+        raise DialogError(
+            "The dialog has only a system message: add the user message it "
+            "applies to (the system text is merged into it)."
+        )
     turns = roles[1:] if roles[0] == "system" else roles
     offset = len(roles) - len(turns)
     for i, role in enumerate(turns):
         expected = "user" if i % 2 == 0 else "assistant"
         if role != expected:
-            raise DialogError(f"Message {i + offset} is from the {role}, but it is the {expected}'s "
-                              "turn: after an optional system message, roles must alternate "
-                              "user, assistant, user, ... starting with the user.")
+            raise DialogError(
+                f"Message {i + offset} is from the {role}, but it is the {expected}'s "
+                "turn: after an optional system message, roles must alternate "
+                "user, assistant, user, ... starting with the user."
+            )
     if last != "any" and roles[-1] != last:
         if last == "user":
-            raise DialogError(f"The last message must be from the user (got {roles[-1]}): the "
-                              "model answers it. For training data that ends with the answer, "
-                              "use encode_training_dialog().")
-        raise DialogError(f"A training dialog must end with an assistant message (got "
-                          f"{roles[-1]}): its answers are what the model learns. To build a "
-                          "prompt for generation, use encode_dialog().")
+            raise DialogError(
+                f"The last message must be from the user (got {roles[-1]}): the "
+                "model answers it. For training data that ends with the answer, "
+                "use encode_training_dialog()."
+            )
+        raise DialogError(
+            f"A training dialog must end with an assistant message (got "
+            f"{roles[-1]}): its answers are what the model learns. To build a "
+            "prompt for generation, use encode_dialog()."
+        )
 
 
 def _turns(dialog: Dialog) -> list[list[tuple[str, str]]]:
@@ -179,8 +193,7 @@ def dialog_segments(tokenizer, dialog: Dialog) -> list[Segment]:
 
 
 def _mask(segments: list[Segment], turns: set[int] | None = None) -> list[int]:
-    return [int(s.role in ("assistant", "eos") and (turns is None or s.turn in turns))
-            for s in segments]
+    return [int(s.role in ("assistant", "eos") and (turns is None or s.turn in turns)) for s in segments]
 
 
 def encode_dialog_with_mask(tokenizer, dialog: Dialog) -> tuple[list[int], list[int]]:
@@ -190,8 +203,9 @@ def encode_dialog_with_mask(tokenizer, dialog: Dialog) -> tuple[list[int], list[
     return ids, _mask(segments)
 
 
-def encode_training_dialog(tokenizer, dialog: Dialog, *,
-                           train_on: Literal["all", "last"] = "all") -> tuple[list[int], list[int]]:
+def encode_training_dialog(
+    tokenizer, dialog: Dialog, *, train_on: Literal["all", "last"] = "all"
+) -> tuple[list[int], list[int]]:
     """An SFT dialog that ends with the assistant -> (ids, mask), both length T.
 
     Every pair is complete, so every answer ends with EOS. The mask is 1 on the answers'

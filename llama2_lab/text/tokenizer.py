@@ -30,32 +30,34 @@ from ..utils.io import atomic_write_bytes
 # real file shows them). Keys are SentencePieceTrainer flags, so the dict can be passed as is.
 # Meta trained on 200M sentences with 80 threads; `train_tokenizer` keeps every setting but
 # the vocabulary size and uses one thread, because only one thread gives identical bytes.
-LLAMA2_TRAINER_SPEC = MappingProxyType({
-    "model_type": "bpe",
-    "vocab_size": 32000,
-    "character_coverage": 0.99995,     # rarer characters are left to byte fallback
-    "byte_fallback": True,             # 256 pieces <0x00>..<0xFF> at ids 3..258: no <unk> in practice
-    "split_digits": True,              # "12345" -> 5 digit tokens [P2 §2.2]
-    "split_by_unicode_script": True,
-    "split_by_whitespace": True,
-    "split_by_number": True,
-    "allow_whitespace_only_pieces": True,  # runs of spaces (code indentation) get their own pieces
-    "treat_whitespace_as_suffix": False,   # "▁" starts a piece, never ends one
-    "max_sentencepiece_length": 16,
-    "max_sentence_length": 4192,
-    "input_sentence_size": 200_000_000,
-    "shuffle_input_sentence": True,
-    "hard_vocab_limit": True,
-    "use_all_vocab": False,
-    "vocabulary_output_piece_score": True,
-    "normalization_rule_name": "identity",  # no NFKC: text is tokenized exactly as written
-    "add_dummy_prefix": True,               # "Hello" is tokenized as " Hello"
-    "remove_extra_whitespaces": False,      # whitespace round-trips
-    "unk_id": 0,
-    "bos_id": 1,
-    "eos_id": 2,
-    "pad_id": -1,                           # no pad token: Meta pads prompts with -1 (Meta's llama/generation.py)
-})
+LLAMA2_TRAINER_SPEC = MappingProxyType(
+    {
+        "model_type": "bpe",
+        "vocab_size": 32000,
+        "character_coverage": 0.99995,  # rarer characters are left to byte fallback
+        "byte_fallback": True,  # 256 pieces <0x00>..<0xFF> at ids 3..258: no <unk> in practice
+        "split_digits": True,  # "12345" -> 5 digit tokens [P2 §2.2]
+        "split_by_unicode_script": True,
+        "split_by_whitespace": True,
+        "split_by_number": True,
+        "allow_whitespace_only_pieces": True,  # runs of spaces (code indentation) get their own pieces
+        "treat_whitespace_as_suffix": False,  # "▁" starts a piece, never ends one
+        "max_sentencepiece_length": 16,
+        "max_sentence_length": 4192,
+        "input_sentence_size": 200_000_000,
+        "shuffle_input_sentence": True,
+        "hard_vocab_limit": True,
+        "use_all_vocab": False,
+        "vocabulary_output_piece_score": True,
+        "normalization_rule_name": "identity",  # no NFKC: text is tokenized exactly as written
+        "add_dummy_prefix": True,  # "Hello" is tokenized as " Hello"
+        "remove_extra_whitespaces": False,  # whitespace round-trips
+        "unk_id": 0,
+        "bos_id": 1,
+        "eos_id": 2,
+        "pad_id": -1,  # no pad token: Meta pads prompts with -1 (Meta's llama/generation.py)
+    }
+)
 
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 
@@ -67,11 +69,14 @@ class Tokenizer:
         path = Path(path)
         if path.is_dir():
             hint = f" Did you mean {path / 'tokenizer.model'}?" if (path / "tokenizer.model").is_file() else ""
-            raise IsADirectoryError(f"{path} is a folder; give the path of the SentencePiece "
-                                    f"tokenizer file itself (Llama 2 calls it tokenizer.model).{hint}")
+            raise IsADirectoryError(
+                f"{path} is a folder; give the path of the SentencePiece "
+                f"tokenizer file itself (Llama 2 calls it tokenizer.model).{hint}"
+            )
         if not path.is_file():
-            raise FileNotFoundError(f"No tokenizer file at {path}: expected a SentencePiece model "
-                                    "file such as Llama 2's tokenizer.model.")
+            raise FileNotFoundError(
+                f"No tokenizer file at {path}: expected a SentencePiece model file such as Llama 2's tokenizer.model."
+            )
         self._load(path.read_bytes(), source=str(path))
 
     @classmethod
@@ -88,8 +93,10 @@ class Tokenizer:
         try:
             sp.LoadFromSerializedProto(proto)
         except (RuntimeError, OSError) as err:
-            raise ValueError(f"{source} is not a SentencePiece model ({err.__class__.__name__}: "
-                             f"{str(err).strip()}).{_format_hint(proto)}") from None
+            raise ValueError(
+                f"{source} is not a SentencePiece model ({err.__class__.__name__}: "
+                f"{str(err).strip()}).{_format_hint(proto)}"
+            ) from None
         self.sp = sp
         self.source = source
         # With a dummy prefix, the first piece of "a" starts with "▁" (Meta's tokenizer.model: add_dummy_prefix).
@@ -193,13 +200,17 @@ class Tokenizer:
                 span = (pos, pos + len(piece))
                 pos += len(piece)
             else:
-                raise ValueError(f"cannot align piece {piece!r} with the text at character "
-                                 f"{pos - len(prefix)}: offsets need a model that keeps text as written "
-                                 "(identity normalizer, remove_extra_whitespaces=False)")
+                raise ValueError(
+                    f"cannot align piece {piece!r} with the text at character "
+                    f"{pos - len(prefix)}: offsets need a model that keeps text as written "
+                    "(identity normalizer, remove_extra_whitespaces=False)"
+                )
             out.append((i, max(span[0] - len(prefix), 0), max(span[1] - len(prefix), 0)))
         if pos != len(norm):
-            raise ValueError("the pieces do not cover the text: offsets need a model that keeps "
-                             "text as written (identity normalizer, remove_extra_whitespaces=False)")
+            raise ValueError(
+                "the pieces do not cover the text: offsets need a model that keeps "
+                "text as written (identity normalizer, remove_extra_whitespaces=False)"
+            )
         return out
 
     def _check_ids(self, ids: Iterable[int]) -> list[int]:
@@ -208,8 +219,9 @@ class Tokenizer:
         for pos, i in enumerate(ids):
             if not 0 <= i < n:
                 why = " (-1 is Llama 2's pad id: drop the padding first)" if i == self.pad_id else ""
-                raise ValueError(f"token id {i} at position {pos} is out of range for this "
-                                 f"tokenizer: valid ids are 0..{n - 1}{why}")
+                raise ValueError(
+                    f"token id {i} at position {pos} is out of range for this tokenizer: valid ids are 0..{n - 1}{why}"
+                )
         return ids
 
 
@@ -229,10 +241,12 @@ def check_text(text: str, what: str = "the text") -> str:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         bad = text[e.start]
-        raise TextError(f"{what} holds a character that is not valid Unicode at position {e.start} "
-                        f"(U+{ord(bad):04X}, a lone surrogate: bytes that were not UTF-8, near "
-                        f"{text[max(e.start - 10, 0):e.start]!r}); decode the input as UTF-8, "
-                        "e.g. with errors='replace'.") from None
+        raise TextError(
+            f"{what} holds a character that is not valid Unicode at position {e.start} "
+            f"(U+{ord(bad):04X}, a lone surrogate: bytes that were not UTF-8, near "
+            f"{text[max(e.start - 10, 0) : e.start]!r}); decode the input as UTF-8, "
+            "e.g. with errors='replace'."
+        ) from None
     return text
 
 
@@ -244,19 +258,24 @@ def as_id_list(ids) -> list[int]:
     (3.7 is not an id), bools and single numbers are refused instead of being converted.
     """
     if isinstance(ids, (str, bytes, bytearray)):
-        raise TypeError(f"token ids must be a sequence of integers, got a {type(ids).__name__} ({ids[:20]!r}); "
-                        "to turn text into ids use encode().")
+        raise TypeError(
+            f"token ids must be a sequence of integers, got a {type(ids).__name__} ({ids[:20]!r}); "
+            "to turn text into ids use encode()."
+        )
     dtype = str(getattr(ids, "dtype", ""))
     if dtype and hasattr(ids, "tolist"):  # a numpy array or torch tensor: its dtype decides
         if "int" not in dtype or getattr(ids, "ndim", 1) != 1:
-            raise TypeError(f"token ids must be a 1-D integer array or tensor, got dtype {dtype} with shape "
-                            f"{tuple(getattr(ids, 'shape', ()))}.")
+            raise TypeError(
+                f"token ids must be a 1-D integer array or tensor, got dtype {dtype} with shape "
+                f"{tuple(getattr(ids, 'shape', ()))}."
+            )
         return [int(i) for i in ids.tolist()]
     try:
         items = list(ids)
     except TypeError:
-        raise TypeError(f"token ids must be a sequence of integers, got {type(ids).__name__} {ids!r}; "
-                        "for one id write [i].") from None
+        raise TypeError(
+            f"token ids must be a sequence of integers, got {type(ids).__name__} {ids!r}; for one id write [i]."
+        ) from None
     out = []
     for pos, i in enumerate(items):
         if isinstance(i, bool) or "bool" in str(getattr(i, "dtype", "")):
@@ -271,8 +290,10 @@ def as_id_list(ids) -> list[int]:
             except TypeError:
                 ok = False
         if not ok:
-            raise TypeError(f"token id at position {pos} is {i!r} ({type(i).__name__}), not an integer; "
-                            "token ids are whole numbers (cast with int() only if you mean it).")
+            raise TypeError(
+                f"token id at position {pos} is {i!r} ({type(i).__name__}), not an integer; "
+                "token ids are whole numbers (cast with int() only if you mean it)."
+            )
         out.append(i)
     return out
 
@@ -281,11 +302,14 @@ def _format_hint(data: bytes) -> str:
     """Guess what a non-SentencePiece file is, to say what to do instead."""
     head = data[:64].lstrip()
     if head.startswith(b"{"):
-        return (" It looks like JSON (a Hugging Face tokenizer.json?); this class needs the "
-                "SentencePiece tokenizer.model.")
+        return (
+            " It looks like JSON (a Hugging Face tokenizer.json?); this class needs the SentencePiece tokenizer.model."
+        )
     if len(data) >= 4 and 0 < struct.unpack_from("<I", data)[0] <= 64:
-        return (" It may be a llama2.c tokenizer.bin; read that with read_tokenizer_bin(), "
-                "or load the tokenizer.model it was exported from.")
+        return (
+            " It may be a llama2.c tokenizer.bin; read that with read_tokenizer_bin(), "
+            "or load the tokenizer.model it was exported from."
+        )
     return " Expected the tokenizer.model file of a Llama 2 checkpoint or one saved by Tokenizer.save()."
 
 
@@ -301,32 +325,38 @@ class StreamDecoder:
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
         self.ids: list[int] = []
-        self._start = 0   # the window starts here
-        self._read = 0    # ids before this are already emitted
+        self._start = 0  # the window starts here
+        self._read = 0  # ids before this are already emitted
 
     def push(self, token_id: int) -> str:
         """Add one id; return the text it completes ("" while a character is unfinished)."""
         self.ids.extend(self.tokenizer._check_ids([token_id]))
         decode = self.tokenizer.sp.decode
-        done = decode(self.ids[self._start:self._read])
-        text = decode(self.ids[self._start:])
+        done = decode(self.ids[self._start : self._read])
+        text = decode(self.ids[self._start :])
         if len(text) > len(done) and not text.endswith("\ufffd"):
             self._start, self._read = self._read, len(self.ids)
-            return text[len(done):]
+            return text[len(done) :]
         return ""
 
     def flush(self) -> str:
         """Emit whatever is held back (at the end of generation), broken characters included."""
         decode = self.tokenizer.sp.decode
-        done = decode(self.ids[self._start:self._read])
-        text = decode(self.ids[self._start:])
+        done = decode(self.ids[self._start : self._read])
+        text = decode(self.ids[self._start :])
         self._start = self._read = len(self.ids)
-        return text[len(done):]
+        return text[len(done) :]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, *,
-                    user_defined_symbols: Sequence[str] = (), seed: int = 0,
-                    num_threads: int = 1, **overrides) -> Tokenizer:
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    *,
+    user_defined_symbols: Sequence[str] = (),
+    seed: int = 0,
+    num_threads: int = 1,
+    **overrides,
+) -> Tokenizer:
     """Train a BPE tokenizer in memory with Llama 2's settings (`LLAMA2_TRAINER_SPEC`).
 
     Texts are split into lines, because SentencePiece trains on lines (Meta fed it a text
@@ -347,21 +377,28 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *,
     spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=lines(), model_writer=writer,
+            sentence_iterator=lines(),
+            model_writer=writer,
             user_defined_symbols=list(user_defined_symbols),
-            num_threads=num_threads, **spec)
+            num_threads=num_threads,
+            **spec,
+        )
     except RuntimeError as err:
         msg = str(err)
         if "Vocabulary size too high" in msg:
             most = msg.rsplit("<=", 1)[-1].strip(" .")
-            raise ValueError(f"Too little text for vocab_size={vocab_size}: BPE ran out of merges "
-                             f"(this text supports at most {most}). Give more, or more varied, "
-                             "text, or a smaller vocab_size.") from None
+            raise ValueError(
+                f"Too little text for vocab_size={vocab_size}: BPE ran out of merges "
+                f"(this text supports at most {most}). Give more, or more varied, "
+                "text, or a smaller vocab_size."
+            ) from None
         if "smaller than required_chars" in msg:
             need = msg.split("vs", 1)[-1].split(".")[0].strip()
-            raise ValueError(f"vocab_size={vocab_size} is too small: the 256 byte pieces, the "
-                             f"special pieces and the characters of the text need {need}. Use a "
-                             "larger vocab_size.") from None
+            raise ValueError(
+                f"vocab_size={vocab_size} is too small: the 256 byte pieces, the "
+                f"special pieces and the characters of the text need {need}. Use a "
+                "larger vocab_size."
+            ) from None
         if "sentences_.empty()" in msg:
             raise ValueError("No text to train on: give at least one non-empty line.") from None
         raise
@@ -375,23 +412,41 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *,
 _MODEL_TYPES = (None, "unigram", "bpe", "word", "char")  # spelled as the trainer flag
 _PIECE_TYPES = (None, "NORMAL", "UNKNOWN", "CONTROL", "USER_DEFINED", "UNUSED", "BYTE")
 _TRAINER_FIELDS = {
-    3: ("model_type", "e", 1), 4: ("vocab_size", "i", 8000), 10: ("character_coverage", "f", 0.9995),
-    11: ("input_sentence_size", "i", 0), 19: ("shuffle_input_sentence", "b", True),
-    18: ("max_sentence_length", "i", 4192), 16: ("num_threads", "i", 16),
-    20: ("max_sentencepiece_length", "i", 16), 21: ("split_by_unicode_script", "b", True),
-    23: ("split_by_number", "b", True), 22: ("split_by_whitespace", "b", True),
-    24: ("treat_whitespace_as_suffix", "b", False), 26: ("allow_whitespace_only_pieces", "b", False),
-    25: ("split_digits", "b", False), 30: ("control_symbols", "s*", ()),
-    31: ("user_defined_symbols", "s*", ()), 35: ("byte_fallback", "b", False),
-    32: ("vocabulary_output_piece_score", "b", True), 33: ("hard_vocab_limit", "b", True),
-    34: ("use_all_vocab", "b", False), 40: ("unk_id", "i", 0), 41: ("bos_id", "i", 1),
-    42: ("eos_id", "i", 2), 43: ("pad_id", "i", -1), 45: ("unk_piece", "s", "<unk>"),
-    46: ("bos_piece", "s", "<s>"), 47: ("eos_piece", "s", "</s>"), 48: ("pad_piece", "s", "<pad>"),
+    3: ("model_type", "e", 1),
+    4: ("vocab_size", "i", 8000),
+    10: ("character_coverage", "f", 0.9995),
+    11: ("input_sentence_size", "i", 0),
+    19: ("shuffle_input_sentence", "b", True),
+    18: ("max_sentence_length", "i", 4192),
+    16: ("num_threads", "i", 16),
+    20: ("max_sentencepiece_length", "i", 16),
+    21: ("split_by_unicode_script", "b", True),
+    23: ("split_by_number", "b", True),
+    22: ("split_by_whitespace", "b", True),
+    24: ("treat_whitespace_as_suffix", "b", False),
+    26: ("allow_whitespace_only_pieces", "b", False),
+    25: ("split_digits", "b", False),
+    30: ("control_symbols", "s*", ()),
+    31: ("user_defined_symbols", "s*", ()),
+    35: ("byte_fallback", "b", False),
+    32: ("vocabulary_output_piece_score", "b", True),
+    33: ("hard_vocab_limit", "b", True),
+    34: ("use_all_vocab", "b", False),
+    40: ("unk_id", "i", 0),
+    41: ("bos_id", "i", 1),
+    42: ("eos_id", "i", 2),
+    43: ("pad_id", "i", -1),
+    45: ("unk_piece", "s", "<unk>"),
+    46: ("bos_piece", "s", "<s>"),
+    47: ("eos_piece", "s", "</s>"),
+    48: ("pad_piece", "s", "<pad>"),
     44: ("unk_surface", "s", " \u2047 "),
 }
 _NORMALIZER_FIELDS = {
-    1: ("name", "s", ""), 3: ("add_dummy_prefix", "b", True),
-    4: ("remove_extra_whitespaces", "b", True), 5: ("escape_whitespaces", "b", True),
+    1: ("name", "s", ""),
+    3: ("add_dummy_prefix", "b", True),
+    4: ("remove_extra_whitespaces", "b", True),
+    5: ("escape_whitespaces", "b", True),
 }
 
 
@@ -417,11 +472,11 @@ def _fields(buf: bytes):
             yield number, varint()
         elif wire == 2:
             n = varint()
-            yield number, buf[pos:pos + n]
+            yield number, buf[pos : pos + n]
             pos += n
         elif wire in (1, 5):
             n = 8 if wire == 1 else 4
-            yield number, buf[pos:pos + n]
+            yield number, buf[pos : pos + n]
             pos += n
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
@@ -471,6 +526,8 @@ def describe(tokenizer: Tokenizer) -> dict:
             trainer = value
         elif number == 3:
             normalizer = value
-    return {"trainer_spec": _read_spec(trainer, _TRAINER_FIELDS),
-            "normalizer_spec": _read_spec(normalizer, _NORMALIZER_FIELDS),
-            "pieces": counts}
+    return {
+        "trainer_spec": _read_spec(trainer, _TRAINER_FIELDS),
+        "normalizer_spec": _read_spec(normalizer, _NORMALIZER_FIELDS),
+        "pieces": counts,
+    }

@@ -21,20 +21,19 @@ class TrainConfig:
     """Everything a pretraining run depends on. The model shape is `model` (ModelArgs fields)."""
 
     # model: ModelArgs fields except vocab_size (the tokenizer's) and max_seq_len (= seq_len)
-    model: dict = field(default_factory=lambda: dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                                                     multiple_of=32))
-    vocab_size: int = 512          # of the tokenizer trained for this run
-    seq_len: int = 128             # T: tokens per training row (each row holds T + 1 ids)
-    batch_size: int = 16           # B: rows per step, so B·T tokens per optimizer step
+    model: dict = field(default_factory=lambda: dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=32))
+    vocab_size: int = 512  # of the tokenizer trained for this run
+    seq_len: int = 128  # T: tokens per training row (each row holds T + 1 ids)
+    batch_size: int = 16  # B: rows per step, so B·T tokens per optimizer step
     max_steps: int = 200
     # the Llama 2 recipe (§2.2), scaled down
-    lr: float = 1e-3               # peak learning rate
+    lr: float = 1e-3  # peak learning rate
     warmup_steps: int = 20
-    min_lr_ratio: float = 0.1      # cosine decays to 10 % of the peak
+    min_lr_ratio: float = 0.1  # cosine decays to 10 % of the peak
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-5
-    weight_decay: float = 0.1      # matrices only, never norm gains
+    weight_decay: float = 0.1  # matrices only, never norm gains
     grad_clip: float = 1.0
     init_std: float = 0.02
     # an optional last phase: `final_steps` more steps at the floor LR (min_lr_ratio · lr) with
@@ -44,31 +43,41 @@ class TrainConfig:
     final_steps: int = 0
     final_batch_size: int | None = None
     # data
-    text_file: str | None = None   # train on a UTF-8 text file instead of the generated stories
-    n_train_stories: int = 2000    # generated corpus size (stories are reused for later epochs)
-    n_valid_stories: int = 200     # validation stories, from a different seed (data.VALID_SEED)
-    tokenizer_docs: int = 2000     # documents the tokenizer is trained on
+    text_file: str | None = None  # train on a UTF-8 text file instead of the generated stories
+    n_train_stories: int = 2000  # generated corpus size (stories are reused for later epochs)
+    n_valid_stories: int = 200  # validation stories, from a different seed (data.VALID_SEED)
+    tokenizer_docs: int = 2000  # documents the tokenizer is trained on
     # bookkeeping
     eval_every: int = 50
     eval_batches: int = 4
     log_every: int = 10
-    checkpoint_every: int = 0      # 0 = only at the end of the run
+    checkpoint_every: int = 0  # 0 = only at the end of the run
     seed: int = 1337
-    device: str = "auto"           # "auto" = CUDA when available, else CPU
+    device: str = "auto"  # "auto" = CUDA when available, else CPU
     num_threads: int | None = None  # None leaves torch's default (one per physical core)
-    out_dir: str | None = None     # model + loss curve; None writes nothing
+    out_dir: str | None = None  # model + loss curve; None writes nothing
     checkpoint_path: str | None = None  # default: out_dir/checkpoint.pt
-    preset: str | None = None      # the preset this config came from, for the record
+    preset: str | None = None  # the preset this config came from, for the record
 
     def __post_init__(self) -> None:
-        positive = ("vocab_size", "seq_len", "batch_size", "max_steps", "eval_batches",
-                    "log_every", "n_train_stories", "n_valid_stories", "tokenizer_docs")
+        positive = (
+            "vocab_size",
+            "seq_len",
+            "batch_size",
+            "max_steps",
+            "eval_batches",
+            "log_every",
+            "n_train_stories",
+            "n_valid_stories",
+            "tokenizer_docs",
+        )
         for name in positive:
             setattr(self, name, check_int(name, getattr(self, name), 1, error=TrainError))
         for name in ("warmup_steps", "eval_every", "checkpoint_every", "final_steps"):
             setattr(self, name, check_int(name, getattr(self, name), 0, error=TrainError))
-        self.final_batch_size = check_int("final_batch_size", self.final_batch_size, 1, error=TrainError,
-                                          allow_none=True)
+        self.final_batch_size = check_int(
+            "final_batch_size", self.final_batch_size, 1, error=TrainError, allow_none=True
+        )
         if not self.lr > 0:
             raise TrainError(f"lr must be > 0, got {self.lr!r}.")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -147,26 +156,54 @@ PRESETS: dict[str, dict] = {
     # copy head that also fires right after "named", where there is no name yet to copy.
     "lab-tiny": dict(
         model=dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=2, multiple_of=32),
-        vocab_size=2048, seq_len=256, batch_size=2, max_steps=24000,
-        lr=2e-3, warmup_steps=100, n_train_stories=40000, n_valid_stories=300,
-        tokenizer_docs=5000, eval_every=500, eval_batches=4, log_every=100,
-        checkpoint_every=500, final_steps=900, final_batch_size=8,
+        vocab_size=2048,
+        seq_len=256,
+        batch_size=2,
+        max_steps=24000,
+        lr=2e-3,
+        warmup_steps=100,
+        n_train_stories=40000,
+        n_valid_stories=300,
+        tokenizer_docs=5000,
+        eval_every=500,
+        eval_batches=4,
+        log_every=100,
+        checkpoint_every=500,
+        final_steps=900,
+        final_batch_size=8,
     ),
     # Under two minutes on two CPU cores (notebook 07, CI): the whole command took 108 s of CPU
     # time with one thread here. Validation loss falls from ~7 to ~1.0 and the samples go from
     # random pieces to English sentences (with repetitions and the odd made-up word).
     "fast": dict(
         model=dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, multiple_of=32),
-        vocab_size=1024, seq_len=128, batch_size=16, max_steps=300,
-        lr=3e-3, warmup_steps=20, n_train_stories=2500, n_valid_stories=100,
-        tokenizer_docs=1500, eval_every=50, eval_batches=4, log_every=10,
+        vocab_size=1024,
+        seq_len=128,
+        batch_size=16,
+        max_steps=300,
+        lr=3e-3,
+        warmup_steps=20,
+        n_train_stories=2500,
+        n_valid_stories=100,
+        tokenizer_docs=1500,
+        eval_every=50,
+        eval_batches=4,
+        log_every=10,
     ),
     # Seconds, for unit tests.
     "test": dict(
         model=dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=16),
-        vocab_size=320, seq_len=32, batch_size=4, max_steps=8,
-        lr=3e-3, warmup_steps=2, n_train_stories=60, n_valid_stories=10,
-        tokenizer_docs=60, eval_every=4, eval_batches=1, log_every=1,
+        vocab_size=320,
+        seq_len=32,
+        batch_size=4,
+        max_steps=8,
+        lr=3e-3,
+        warmup_steps=2,
+        n_train_stories=60,
+        n_valid_stories=10,
+        tokenizer_docs=60,
+        eval_every=4,
+        eval_batches=1,
+        log_every=1,
     ),
 }
-

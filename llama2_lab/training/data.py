@@ -33,9 +33,11 @@ def _documents(cfg: TrainConfig) -> tuple[list[str], list[str], str]:
 
     if cfg.text_file is None:
         # Disjoint seeds (data.TRAIN_SEED / VALID_SEED): validation stories are never trained on.
-        return (list(data.train_stories(cfg.n_train_stories)), list(data.valid_stories(cfg.n_valid_stories)),
-                f"generated stories (llama2_lab.data, train seed {data.TRAIN_SEED}, "
-                f"valid seed {data.VALID_SEED})")
+        return (
+            list(data.train_stories(cfg.n_train_stories)),
+            list(data.valid_stories(cfg.n_valid_stories)),
+            f"generated stories (llama2_lab.data, train seed {data.TRAIN_SEED}, valid seed {data.VALID_SEED})",
+        )
     docs = data.text_documents(cfg.text_file)  # raises data.TextFileError (a ValueError) with the reason
     try:
         # A seeded 5 % of the documents (one document is cut near its end) is held out.
@@ -54,8 +56,10 @@ def _pack(tok, docs: list[str], seq_len: int, what: str) -> torch.Tensor:
         return data.chunk_tensor(ids, seq_len, tok.bos_id, tok.eos_id)  # (N, T + 1)
     except ValueError:
         n_tok = sum(len(x) + 2 for x in ids)
-        raise TrainError(f"the {what} text is {n_tok} tokens, fewer than one row of seq_len + 1 = "
-                         f"{seq_len + 1}. Use more text or a smaller --seq-len.") from None
+        raise TrainError(
+            f"the {what} text is {n_tok} tokens, fewer than one row of seq_len + 1 = "
+            f"{seq_len + 1}. Use more text or a smaller --seq-len."
+        ) from None
 
 
 def prepare_data(cfg: TrainConfig, tokenizer=None) -> TrainData:
@@ -66,8 +70,10 @@ def prepare_data(cfg: TrainConfig, tokenizer=None) -> TrainData:
     if tokenizer is None:
         tokenizer = train_tokenizer(train_docs[: cfg.tokenizer_docs], cfg.vocab_size, seed=cfg.seed)
     elif tokenizer.vocab_size != cfg.vocab_size:
-        raise TrainError(f"the tokenizer has {tokenizer.vocab_size} pieces but the config says "
-                         f"vocab_size={cfg.vocab_size}; make them agree.")
+        raise TrainError(
+            f"the tokenizer has {tokenizer.vocab_size} pieces but the config says "
+            f"vocab_size={cfg.vocab_size}; make them agree."
+        )
     train_rows = _pack(tokenizer, train_docs, cfg.seq_len, "training")
     try:
         valid_rows = _pack(tokenizer, valid_docs, cfg.seq_len, "validation")
@@ -79,4 +85,3 @@ def prepare_data(cfg: TrainConfig, tokenizer=None) -> TrainData:
         train_rows, valid_rows = train_rows[:-n_valid], train_rows[-n_valid:]
         source += f" (last {n_valid} rows held out)"
     return TrainData(train_rows, valid_rows, tokenizer, source, len(train_docs), len(valid_docs))
-

@@ -58,8 +58,10 @@ class ShardedTraining:
         N = self.ctx.world_size
         for what, B in (("batch_size", cfg.batch_size), ("final_batch_size", cfg.final_batch_size)):
             if B is not None and B % N:
-                raise ValueError(f"{what} = {B} does not split over {N} processes; use a multiple of {N} "
-                                 f"(each rank takes {what} / {N} rows of every step's batch).")
+                raise ValueError(
+                    f"{what} = {B} does not split over {N} processes; use a multiple of {N} "
+                    f"(each rank takes {what} / {N} rows of every step's batch)."
+                )
 
     def shard(self, model: torch.nn.Module) -> torch.nn.Module:
         """FSDP2 in place: each block its own unit, then the root (embedding, final norm, classifier)."""
@@ -73,7 +75,7 @@ class ShardedTraining:
     def local_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous 1/N of the global batch rows (B, T + 1) -> (B/N, T + 1)."""
         B, N, r = len(rows), self.ctx.world_size, self.ctx.rank
-        return rows[r * B // N:(r + 1) * B // N]
+        return rows[r * B // N : (r + 1) * B // N]
 
     def mean(self, loss: torch.Tensor) -> float:
         """The global batch's mean loss: the mean of the ranks' means (equal row counts)."""
@@ -86,16 +88,19 @@ class ShardedTraining:
         """The whole model's state dict on the CPU, on every rank (an all-gather per tensor)."""
         from torch.distributed.tensor import DTensor
 
-        return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu()
-                for k, v in model.state_dict().items()}
+        return {
+            k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu() for k, v in model.state_dict().items()
+        }
 
     def full_optimizer_state(self, opt: torch.optim.Optimizer) -> dict:
         """``opt.state_dict()`` with every sharded moment gathered: the same dict a single process saves."""
         from torch.distributed.tensor import DTensor
 
         sd = opt.state_dict()
-        state = {i: {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu() for k, v in s.items()}
-                 for i, s in sd["state"].items()}
+        state = {
+            i: {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu() for k, v in s.items()}
+            for i, s in sd["state"].items()
+        }
         return {"state": state, "param_groups": sd["param_groups"]}
 
     def load_state(self, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
@@ -118,19 +123,35 @@ class ShardedTraining:
                 p.copy_(local(state["model"][name], p))
         ordered = [p for group in opt.param_groups for p in group["params"]]
         osd = state["optimizer"]
-        osd = {"state": {i: {k: local(v, ordered[int(i)]) for k, v in s.items()} for i, s in osd["state"].items()},
-               "param_groups": osd["param_groups"]}
+        osd = {
+            "state": {i: {k: local(v, ordered[int(i)]) for k, v in s.items()} for i, s in osd["state"].items()},
+            "param_groups": osd["param_groups"],
+        }
         opt.load_state_dict(osd)
 
-    def save_checkpoint(self, path, model, opt, cfg, step, history, tokens_seen, elapsed, n_rows, tokenizer,
-                        window=(0.0, 0)) -> None:
+    def save_checkpoint(
+        self, path, model, opt, cfg, step, history, tokens_seen, elapsed, n_rows, tokenizer, window=(0.0, 0)
+    ) -> None:
         """Gather (every rank takes part), then rank 0 writes ``train.save_checkpoint``'s file; all wait for it."""
         from .pretrain import save_checkpoint
 
         model_state, opt_state = self.full_model_state(model), self.full_optimizer_state(opt)
         if self.is_main:
-            save_checkpoint(path, model, opt, cfg, step, history, tokens_seen, elapsed, n_rows, tokenizer,
-                            window=window, model_state=model_state, optimizer_state=opt_state)
+            save_checkpoint(
+                path,
+                model,
+                opt,
+                cfg,
+                step,
+                history,
+                tokens_seen,
+                elapsed,
+                n_rows,
+                tokenizer,
+                window=window,
+                model_state=model_state,
+                optimizer_state=opt_state,
+            )
         dist.barrier()
 
     def gather(self, model: torch.nn.Module) -> torch.nn.Module:

@@ -63,10 +63,17 @@ class TrainResult:
         return math.exp(self.val_loss)
 
     def summary(self) -> dict:
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "params": self.model.num_params(),
-                "train_loss": self.train_loss, "val_loss": self.val_loss,
-                "val_perplexity": self.val_perplexity, "wall_time_s": self.wall_time_s,
-                "tokens_per_s": self.tokens_per_s, "data": self.data_source}
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "params": self.model.num_params(),
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "val_perplexity": self.val_perplexity,
+            "wall_time_s": self.wall_time_s,
+            "tokens_per_s": self.tokens_per_s,
+            "data": self.data_source,
+        }
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,8 +81,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError(f"device {name!r} asked for, but this torch build sees no CUDA GPU; "
-                         "use --device cpu (or auto).")
+        raise TrainError(
+            f"device {name!r} asked for, but this torch build sees no CUDA GPU; use --device cpu (or auto)."
+        )
     return dev
 
 
@@ -106,22 +114,24 @@ def _eval_mode(model: torch.nn.Module):
 
 
 @torch.no_grad()
-def evaluate(model: Transformer, rows: torch.Tensor, batch_size: int, device: torch.device,
-             max_batches: int | None = None) -> float:
+def evaluate(
+    model: Transformer, rows: torch.Tensor, batch_size: int, device: torch.device, max_batches: int | None = None
+) -> float:
     """Mean validation loss over the first `max_batches` batches of rows (N, T + 1), in eval mode."""
     total, count = 0.0, 0
     with _eval_mode(model):
         for i, start in enumerate(range(0, len(rows), batch_size)):
             if max_batches is not None and i >= max_batches:
                 break
-            batch = rows[start:start + batch_size]
+            batch = rows[start : start + batch_size]
             total += loss_on(model, batch, device).item() * len(batch)
             count += len(batch)
     return total / count
 
 
-def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool = False,
-          data: TrainData | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig, progress: bool = True, callback=None, resume: bool = False, data: TrainData | None = None
+) -> TrainResult:
     """Pretrain a Llama 2 from scratch with `cfg`; returns the model, tokenizer and loss curve.
 
     `callback(metrics)` gets a dict (step, tokens, train_loss, val_loss, lr, elapsed, tokens_per_s)
@@ -144,8 +154,10 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
     state = None
     if resume:
         if ckpt_file is None or not ckpt_file.is_file():
-            raise TrainError(f"cannot resume: no checkpoint at {ckpt_file} (set out_dir or "
-                             "checkpoint_path to the folder/file of the interrupted run).")
+            raise TrainError(
+                f"cannot resume: no checkpoint at {ckpt_file} (set out_dir or "
+                "checkpoint_path to the folder/file of the interrupted run)."
+            )
         state = load_checkpoint(ckpt_file)
         _check_resumable(TrainConfig.from_dict(state["config"]), cfg, state["step"])
     saved = _Saved(ckpt_file, state["step"] if state is not None else None)
@@ -154,6 +166,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
         tok = None
         if state is not None:
             from ..text.tokenizer import Tokenizer
+
             tok = Tokenizer.from_bytes(state["tokenizer"])  # the run's own tokenizer, not a retrained one
         data = prepare_data(cfg, tokenizer=tok)
     tok = data.tokenizer
@@ -183,6 +196,7 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
     bar = None
     if progress and writes:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=cfg.total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
 
     t0 = time.perf_counter()
@@ -217,8 +231,10 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
         tokens_seen += len(rows) * cfg.seq_len
         loss_value = loss.item() if sharded is None else sharded.mean(loss)
         if not math.isfinite(loss_value):
-            raise TrainError(f"the loss became {loss_value} at step {step}: lower the peak lr "
-                             f"(now {cfg.lr}) or lengthen the warmup (now {cfg.warmup_steps} steps).")
+            raise TrainError(
+                f"the loss became {loss_value} at step {step}: lower the peak lr "
+                f"(now {cfg.lr}) or lengthen the warmup (now {cfg.warmup_steps} steps)."
+            )
         window_loss += loss_value
         window_n += 1
         tok_per_s = (tokens_seen - tokens_at_t0) / max(time.perf_counter() - t0, 1e-9)
@@ -227,8 +243,15 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
         if step % cfg.log_every == 0 or do_eval:
             last_train_loss = window_loss / window_n
             window_loss, window_n = 0.0, 0
-            row = {"step": step, "tokens": tokens_seen, "train_loss": last_train_loss, "val_loss": None,
-                   "lr": lr, "elapsed": round(elapsed(), 3), "tokens_per_s": round(tok_per_s, 1)}
+            row = {
+                "step": step,
+                "tokens": tokens_seen,
+                "train_loss": last_train_loss,
+                "val_loss": None,
+                "lr": lr,
+                "elapsed": round(elapsed(), 3),
+                "tokens_per_s": round(tok_per_s, 1),
+            }
             if do_eval:
                 val_loss = evaluate(model, valid_rows, cfg.batch_size, device)
                 row["val_loss"] = val_loss
@@ -238,14 +261,25 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
                     save_loss_curve(history, Path(cfg.out_dir), cfg)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{val_loss:.3f}", tok_s=f"{tok_per_s:,.0f}",
-                            refresh=False)
-        if ckpt_file is not None and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-                                      or step == cfg.total_steps):
+            bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{val_loss:.3f}", tok_s=f"{tok_per_s:,.0f}", refresh=False)
+        if ckpt_file is not None and (
+            (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.total_steps
+        ):
             save = save_checkpoint if sharded is None else sharded.save_checkpoint
             with saved.writing(f"the checkpoint of step {step}"):
-                save(ckpt_file, model, opt, cfg, step, history, tokens_seen, elapsed(),
-                     n_rows, tok, window=(window_loss, window_n))
+                save(
+                    ckpt_file,
+                    model,
+                    opt,
+                    cfg,
+                    step,
+                    history,
+                    tokens_seen,
+                    elapsed(),
+                    n_rows,
+                    tok,
+                    window=(window_loss, window_n),
+                )
             saved.step = step
     if bar is not None:
         bar.close()
@@ -253,10 +287,20 @@ def train(cfg: TrainConfig, progress: bool = True, callback=None, resume: bool =
     wall = elapsed()
     if sharded is not None:
         model = sharded.gather(model)  # a plain model with the trained weights, on every rank
-    result = TrainResult(model=model, tokenizer=tok, config=cfg, history=history, step=step,
-                         tokens_seen=tokens_seen, train_loss=last_train_loss, val_loss=val_loss,
-                         wall_time_s=wall, tokens_per_s=tokens_seen / max(wall, 1e-9),
-                         out_dir=Path(cfg.out_dir) if cfg.out_dir else None, data_source=data.source)
+    result = TrainResult(
+        model=model,
+        tokenizer=tok,
+        config=cfg,
+        history=history,
+        step=step,
+        tokens_seen=tokens_seen,
+        train_loss=last_train_loss,
+        val_loss=val_loss,
+        wall_time_s=wall,
+        tokens_per_s=tokens_seen / max(wall, 1e-9),
+        out_dir=Path(cfg.out_dir) if cfg.out_dir else None,
+        data_source=data.source,
+    )
     if cfg.out_dir and writes:
         with saved.writing(f"the model to {cfg.out_dir}"):
             save_result(result)
@@ -299,8 +343,10 @@ class _Saved:
         except OSError as err:  # ENOSPC, EDQUOT, EIO, a read-only disk: the writes are atomic, nothing is half-written
             reason = err.strerror or str(err)
             if self.step is not None:
-                kept = (f"the last good checkpoint, step {self.step}, is kept at {self.path}: free some space and "
-                        "continue with --resume (resume=True)")
+                kept = (
+                    f"the last good checkpoint, step {self.step}, is kept at {self.path}: free some space and "
+                    "continue with --resume (resume=True)"
+                )
             else:
                 kept = "no checkpoint was written before this one: free some space and start again"
             raise TrainError(f"could not write {what} ({reason}); {kept}.") from err
@@ -312,16 +358,28 @@ def _check_resumable(saved: TrainConfig, cfg: TrainConfig, step: int) -> None:
     A run may be made longer (max_steps, final_steps), and a final phase may be added or changed
     while the checkpoint is still in the main phase (step <= max_steps).
     """
-    free = {"max_steps", "final_steps", "eval_every", "eval_batches", "log_every", "checkpoint_every",
-            "device", "num_threads", "out_dir", "checkpoint_path", "preset"}
+    free = {
+        "max_steps",
+        "final_steps",
+        "eval_every",
+        "eval_batches",
+        "log_every",
+        "checkpoint_every",
+        "device",
+        "num_threads",
+        "out_dir",
+        "checkpoint_path",
+        "preset",
+    }
     if step <= min(saved.max_steps, cfg.max_steps):
         free.add("final_batch_size")
-    diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_dict().items()
-            if k not in free and getattr(cfg, k) != v}
+    diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_dict().items() if k not in free and getattr(cfg, k) != v}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise TrainError(f"the checkpoint is from a different run ({detail}). Resume with the "
-                         "original settings, or start a new run without --resume.")
+        raise TrainError(
+            f"the checkpoint is from a different run ({detail}). Resume with the "
+            "original settings, or start a new run without --resume."
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,24 +400,39 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | Path, model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig,
-                    step: int, history: list[dict], tokens_seen: int, elapsed: float, n_rows: int,
-                    tokenizer, window: tuple[float, int] = (0.0, 0), model_state: dict | None = None,
-                    optimizer_state: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model: Transformer,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    step: int,
+    history: list[dict],
+    tokens_seen: int,
+    elapsed: float,
+    n_rows: int,
+    tokenizer,
+    window: tuple[float, int] = (0.0, 0),
+    model_state: dict | None = None,
+    optimizer_state: dict | None = None,
+) -> None:
     """Everything needed to continue the run, written to a temp file and renamed over `path`.
 
     `model_state` / `optimizer_state` replace the model's and optimizer's own state dicts (fsdp.py
     passes the gathered ones of a sharded run).
     """
     state = {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-        "config": cfg.to_dict(), "step": step,
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": cfg.to_dict(),
+        "step": step,
         "model": model.state_dict() if model_state is None else model_state,
         "optimizer": opt.state_dict() if optimizer_state is None else optimizer_state,
         "scheduler": {"step": step, "lr_next": lr_at(step, cfg)},  # lr_at is pure: the step is the state
         "rng": _rng_state(),
         "data": data_position(step, cfg, n_rows),
-        "history": history, "tokens_seen": tokens_seen, "elapsed": elapsed,
+        "history": history,
+        "tokens_seen": tokens_seen,
+        "elapsed": elapsed,
         "loop": {"window": window},  # train-loss sum and count since the last logged row
         "tokenizer": tokenizer.model_proto,
     }
@@ -373,14 +446,16 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with what to do
-        raise TrainError(f"{path} is not a readable training checkpoint ({type(err).__name__}: {err}). "
-                         "Delete it to start over.") from None
+        raise TrainError(
+            f"{path} is not a readable training checkpoint ({type(err).__name__}: {err}). Delete it to start over."
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"{path} is not a llama2-lab training checkpoint (to load a trained model "
-                         "use llama2_lab.checkpoint.load_model).")
+        raise TrainError(
+            f"{path} is not a llama2-lab training checkpoint (to load a trained model "
+            "use llama2_lab.checkpoint.load_model)."
+        )
     if state.get("version") != CHECKPOINT_VERSION:
-        raise TrainError(f"{path} has checkpoint version {state.get('version')}, this code reads "
-                         f"{CHECKPOINT_VERSION}.")
+        raise TrainError(f"{path} has checkpoint version {state.get('version')}, this code reads {CHECKPOINT_VERSION}.")
     return state
 
 
@@ -398,8 +473,7 @@ def plot_loss_curve(history: list[dict], path: str | Path, title: str = "") -> N
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 5), sharex=True,
-                                    gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     tokens = [r["tokens"] / 1e6 for r in history]
     ax.plot(tokens, [r["train_loss"] for r in history], label="train", lw=1)
     val = [(r["tokens"] / 1e6, r["val_loss"]) for r in history if r.get("val_loss") is not None]
@@ -429,4 +503,3 @@ def save_result(result: TrainResult) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-

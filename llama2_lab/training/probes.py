@@ -11,16 +11,24 @@ from .pretrain import _eval_mode
 # Samples
 # ----------------------------------------------------------------------------------------------
 @torch.no_grad()
-def sample_text(model: Transformer, tokenizer, prompt: str = "Once upon a time", n: int = 200,
-                temperature: float = 0.0, top_p: float = 0.9, seed: int = 0) -> str:
+def sample_text(
+    model: Transformer,
+    tokenizer,
+    prompt: str = "Once upon a time",
+    n: int = 200,
+    temperature: float = 0.0,
+    top_p: float = 0.9,
+    seed: int = 0,
+) -> str:
     """The prompt and up to `n` generated tokens as text (temperature 0 = greedy), stopping at EOS
     or at the model's max_seq_len."""
     from ..inference import generate
 
     ids = tokenizer.encode(prompt, bos=True)
     with _eval_mode(model):
-        new = generate(model, ids, max_new_tokens=n, temperature=temperature, top_p=top_p, seed=seed,
-                       eos_id=tokenizer.eos_id)
+        new = generate(
+            model, ids, max_new_tokens=n, temperature=temperature, top_p=top_p, seed=seed, eos_id=tokenizer.eos_id
+        )
     return tokenizer.decode(ids + list(new))
 
 
@@ -69,5 +77,4 @@ def repeated_token_losses(model: Transformer, n_rows: int = 4, length: int = 40,
     seq = torch.cat([torch.ones(n_rows, 1, dtype=torch.long), x, x], 1)  # BOS = 1
     with _eval_mode(model):
         nll = -model(seq).log_softmax(-1)[:, :-1].gather(-1, seq[:, 1:, None])[..., 0]  # (B, 2·length)
-    return nll[:, :length].mean().item(), nll[:, length + 1:].mean().item()
-
+    return nll[:, :length].mean().item(), nll[:, length + 1 :].mean().item()

@@ -46,15 +46,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with Llama 2's β = (0.9, 0.95), eps 1e-5, weight decay on matrices only."""
     # The lr here is a placeholder: every step sets it from lr_at().
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr_at(0, cfg),
-                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=lr_at(0, cfg), betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
+    )
 
 
 def batch_indices(step: int, batch_size: int, n_rows: int, seed: int) -> torch.Tensor:
@@ -78,7 +78,7 @@ def _rows_from(start: int, count: int, n_rows: int, seed: int) -> torch.Tensor:
         epoch, offset = divmod(pos, n_rows)
         perm = _epoch_permutation(seed, epoch, n_rows)
         take = min(start + count - pos, n_rows - offset)
-        out.append(perm[offset:offset + take])
+        out.append(perm[offset : offset + take])
         pos += take
     return torch.cat(out)
 
@@ -100,4 +100,3 @@ def data_position(step: int, cfg: TrainConfig, n_rows: int) -> dict:
     """Where step `step` starts reading: epoch and row offset (stored in checkpoints, for humans)."""
     epoch, offset = divmod(cfg.rows_before(step), n_rows)
     return {"step": step, "epoch": epoch, "row_offset": offset, "rows": n_rows}
-

@@ -44,7 +44,7 @@ class RewardModel(nn.Module):
         super().__init__()
         self.body = body
         self.head = nn.Linear(body.args.dim, 1)
-        nn.init.normal_(self.head.weight, std=body.args.dim ** -0.5)
+        nn.init.normal_(self.head.weight, std=body.args.dim**-0.5)
         nn.init.zeros_(self.head.bias)
 
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -115,8 +115,17 @@ def lr_scale(step: int, steps: int, warmup: int) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def train_reward_model(rm: RewardModel, tok, pairs: list[prefs.Pair], margins: str = "small", epochs: int = 1,
-                       batch_size: int = 16, lr: float = 1e-4, seed: int = 0, progress=None) -> list[float]:
+def train_reward_model(
+    rm: RewardModel,
+    tok,
+    pairs: list[prefs.Pair],
+    margins: str = "small",
+    epochs: int = 1,
+    batch_size: int = 16,
+    lr: float = 1e-4,
+    seed: int = 0,
+    progress=None,
+) -> list[float]:
     """Train in place with the ranking loss; AdamW β (0.9, 0.95), eps 1e-5, wd 0.1 on matrices, clip 1.0,
     warmup 3 % (≥ 5 steps) then cosine to 10 % [P2 §3.2.2]. The paper trains one epoch ("training
     longer can lead to over-fitting"). -> loss per step."""
@@ -169,8 +178,10 @@ def accuracy_by_rating(rc: torch.Tensor, rr: torch.Tensor, pairs: list[prefs.Pai
     against the hidden true preference (which no real annotation can give)."""
     right = (rc > rr).tolist()
     out = {}
-    for name, keep in [*((r, lambda p, i=i: p.rating == i) for i, r in enumerate(prefs.RATINGS)),
-                       ("all", lambda p: True)]:
+    for name, keep in [
+        *((r, lambda p, i=i: p.rating == i) for i, r in enumerate(prefs.RATINGS)),
+        ("all", lambda p: True),
+    ]:
         idx = [j for j, p in enumerate(pairs) if keep(p)]
         n = len(idx)
         label = sum(right[j] for j in idx) / n if n else float("nan")
@@ -192,8 +203,9 @@ def calibrate(rm: RewardModel, tok, prompts: list[prefs.Prompt], replies: list[s
 # ---------------------------------------------------------------------------------------------
 # The paper's combination of the two reward models
 # ---------------------------------------------------------------------------------------------
-def combine(safety_tagged: torch.Tensor, r_safety: torch.Tensor, r_help: torch.Tensor,
-            threshold: float = SAFETY_THRESHOLD) -> torch.Tensor:
+def combine(
+    safety_tagged: torch.Tensor, r_safety: torch.Tensor, r_help: torch.Tensor, threshold: float = SAFETY_THRESHOLD
+) -> torch.Tensor:
     """R_c [P2 §3.2.3]: σ(r_s) if the prompt is safety-tagged or σ(r_s) < threshold, else σ(r_h).
 
     Inputs are raw scores (N,) and a bool (N,); the output is a probability-like score in (0, 1).
@@ -248,8 +260,14 @@ def save_reward_model(rm: RewardModel, folder: str | Path, tok, dtype=torch.bflo
     folder = Path(folder)
     save_model(rm.body, folder, tok, dtype=dtype)
     with atomic_path(folder / HEAD_FILE) as tmp:
-        save_file({"weight": rm.head.weight.detach().float().contiguous(),
-                   "bias": rm.head.bias.detach().float().contiguous()}, str(tmp), metadata={"format": "pt"})
+        save_file(
+            {
+                "weight": rm.head.weight.detach().float().contiguous(),
+                "bias": rm.head.bias.detach().float().contiguous(),
+            },
+            str(tmp),
+            metadata={"format": "pt"},
+        )
     return folder
 
 
@@ -261,8 +279,10 @@ def load_reward_model(folder: str | Path) -> RewardModel:
 
     folder = Path(folder)
     if not (folder / HEAD_FILE).is_file():
-        raise FileNotFoundError(f"{folder} has no {HEAD_FILE}: it is not a reward model folder "
-                                "(make one with `python -m llama2_lab.rlhf_cli`).")
+        raise FileNotFoundError(
+            f"{folder} has no {HEAD_FILE}: it is not a reward model folder "
+            "(make one with `python -m llama2_lab.rlhf_cli`)."
+        )
     rm = RewardModel(load_model(folder, dtype=torch.float32))
     head = load_file(str(folder / HEAD_FILE))
     rm.head.load_state_dict(head)

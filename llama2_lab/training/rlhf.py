@@ -38,9 +38,10 @@ Seq = tuple[list[int], list[int]]  # (ids, loss mask), both length T
 @dataclass
 class Samples:
     """n replies per prompt, flattened prompt-major: row i·n + j is reply j to prompt i."""
+
     prompts: list[prefs.Prompt]
     n: int
-    ids: list[list[int]]      # each reply's sampled token ids (no EOS)
+    ids: list[list[int]]  # each reply's sampled token ids (no EOS)
     texts: list[str]
 
     def prompt_of(self, row: int) -> prefs.Prompt:
@@ -51,9 +52,18 @@ class Samples:
 
 
 @torch.no_grad()
-def sample_replies(model: Transformer, tok, prompts: list[prefs.Prompt], n: int = 1, temperature: float = 1.0,
-                   top_p: float = 1.0, max_new: int = 32, seed: int = 0, batch_size: int = 128,
-                   progress=None) -> Samples:
+def sample_replies(
+    model: Transformer,
+    tok,
+    prompts: list[prefs.Prompt],
+    n: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new: int = 32,
+    seed: int = 0,
+    batch_size: int = 128,
+    progress=None,
+) -> Samples:
     """n replies to each prompt (temperature 0 = greedy), decoded in batches with one KV cache."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -141,8 +151,9 @@ def token_logprobs(model: Transformer, x: torch.Tensor, y: torch.Tensor) -> torc
     return -F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)
 
 
-def kl_penalised_reward(reward: torch.Tensor, logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor,
-                        beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_penalised_reward(
+    reward: torch.Tensor, logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """R = r − β·KL per reply [P2 §3.2.3]: reward (B,), logp and logp_ref (B, T) of the sampled tokens,
     mask (B, T). KL is the sampled estimate Σ_t (log π − log π_0) over the reply's tokens. -> (R, KL)."""
     kl = ((logp - logp_ref) * mask).sum(dim=-1)  # (B,)
@@ -152,8 +163,9 @@ def kl_penalised_reward(reward: torch.Tensor, logp: torch.Tensor, logp_ref: torc
 # ---------------------------------------------------------------------------------------------
 # 5. The policy update
 # ---------------------------------------------------------------------------------------------
-def ppo_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantage: torch.Tensor, mask: torch.Tensor,
-             clip: float = 0.2) -> torch.Tensor:
+def ppo_loss(
+    logp: torch.Tensor, logp_old: torch.Tensor, advantage: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> torch.Tensor:
     """PPO's clipped surrogate (Schulman et al. 2017), one advantage per reply broadcast to its tokens:
     −mean_t min(ρ_t A, clip(ρ_t, 1 − ε, 1 + ε) A), ρ_t = π(y_t) / π_old(y_t); logp, logp_old, mask (B, T),
     advantage (B,). The paper uses ε = 0.2 [P2 §3.2.3]."""
@@ -167,20 +179,29 @@ def ppo_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantage: torch.Tensor
 class PPOConfig:
     """One PPO run. The paper's 7B: β 0.01, lr 1e-6, batch 512, minibatch 64, clip 0.2, 200-400
     iterations [P2 §3.2.3]; the tiny model needs a larger lr and far fewer, smaller batches."""
+
     beta: float = 0.01
     iterations: int = 60
-    batch_size: int = 32       # prompts per iteration, one reply each
-    minibatch: int = 16        # one gradient step per minibatch, as the paper
+    batch_size: int = 32  # prompts per iteration, one reply each
+    minibatch: int = 16  # one gradient step per minibatch, as the paper
     lr: float = 2e-5
     clip: float = 0.2
-    temperature: float = 1.0   # sample from π itself, so the ratios are those of the policy
+    temperature: float = 1.0  # sample from π itself, so the ratios are those of the policy
     max_new: int = 32
     seed: int = 0
 
 
-def run_ppo(policy: Transformer, ref: Transformer, tok, prompts: list[prefs.Prompt], reward_fn,
-            cfg: PPOConfig, progress=None, eval_prompts: list[prefs.Prompt] | None = None,
-            eval_every: int = 0) -> list[dict]:
+def run_ppo(
+    policy: Transformer,
+    ref: Transformer,
+    tok,
+    prompts: list[prefs.Prompt],
+    reward_fn,
+    cfg: PPOConfig,
+    progress=None,
+    eval_prompts: list[prefs.Prompt] | None = None,
+    eval_every: int = 0,
+) -> list[dict]:
     """Train `policy` in place to maximise reward_fn(prompts, replies) − β·KL(π ‖ ref). Each iteration
     samples one reply per prompt of a batch, scores it, whitens R = r − β·KL over the batch as the
     advantage, and takes one clipped step per minibatch. -> one dict per iteration: the learned reward,
@@ -215,8 +236,15 @@ def run_ppo(policy: Transformer, ref: Transformer, tok, prompts: list[prefs.Prom
             opt.step()
         policy.eval()
         judged = evaluate_replies(batch, s.texts)
-        row = {"iteration": it, "reward": float(r.mean()), "kl": float(kl.mean()), "R": float(R.mean()),
-               "true_reward": judged["true_reward"], "accuracy": judged["accuracy"], "words": judged["words"]}
+        row = {
+            "iteration": it,
+            "reward": float(r.mean()),
+            "kl": float(kl.mean()),
+            "R": float(R.mean()),
+            "true_reward": judged["true_reward"],
+            "accuracy": judged["accuracy"],
+            "words": judged["words"],
+        }
         if eval_prompts is not None and eval_every and ((it + 1) % eval_every == 0 or it == cfg.iterations - 1):
             ev = sample_replies(policy, tok, eval_prompts, 1, 0.0, 1.0, cfg.max_new)
             row["eval"] = evaluate_replies(eval_prompts, ev.texts)
@@ -231,8 +259,9 @@ def run_ppo(policy: Transformer, ref: Transformer, tok, prompts: list[prefs.Prom
 # ---------------------------------------------------------------------------------------------
 # 6. DPO (Rafailov et al. 2023): a later method, shown as a contrast
 # ---------------------------------------------------------------------------------------------
-def dpo_loss(logp_c: torch.Tensor, logp_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor,
-             beta: float = 0.1) -> torch.Tensor:
+def dpo_loss(
+    logp_c: torch.Tensor, logp_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor, beta: float = 0.1
+) -> torch.Tensor:
     """−log σ(β[(log π(y_c) − log π_0(y_c)) − (log π(y_r) − log π_0(y_r))]), averaged; all (N,)
     sequence log-probabilities of the reply given the prompt."""
     return -F.logsigmoid(beta * ((logp_c - ref_c) - (logp_r - ref_r))).mean()
@@ -244,8 +273,18 @@ def sequence_logprob(model: Transformer, seqs: list[Seq]) -> torch.Tensor:
     return (token_logprobs(model, x, y) * m).sum(dim=-1)
 
 
-def train_dpo(policy: Transformer, ref: Transformer, tok, pairs: list[prefs.Pair], steps: int, batch_size: int = 16,
-              lr: float = 2e-5, beta: float = 0.1, seed: int = 0, progress=None) -> list[float]:
+def train_dpo(
+    policy: Transformer,
+    ref: Transformer,
+    tok,
+    pairs: list[prefs.Pair],
+    steps: int,
+    batch_size: int = 16,
+    lr: float = 2e-5,
+    beta: float = 0.1,
+    seed: int = 0,
+    progress=None,
+) -> list[float]:
     """Fine-tune `policy` in place with the DPO loss on preference pairs; ref stays fixed. -> loss per step."""
     from .recipe import param_groups
 
@@ -256,7 +295,9 @@ def train_dpo(policy: Transformer, ref: Transformer, tok, pairs: list[prefs.Pair
     losses = []
     for _ in range(steps):
         idx = torch.randint(len(pairs), (batch_size,), generator=g).tolist()
-        seqs = [enc(pairs[i].prompt, pairs[i].chosen) for i in idx] + [enc(pairs[i].prompt, pairs[i].rejected) for i in idx]
+        seqs = [enc(pairs[i].prompt, pairs[i].chosen) for i in idx] + [
+            enc(pairs[i].prompt, pairs[i].rejected) for i in idx
+        ]
         with torch.no_grad():
             ref_lp = sequence_logprob(ref, seqs)
         policy.train()
@@ -279,4 +320,3 @@ def copy_model(model: Transformer) -> Transformer:
     new = Transformer(model.args)
     new.load_state_dict(model.state_dict())
     return new.eval()
-

@@ -56,8 +56,16 @@ def _batches(seqs: list[Seq], batch_size: int, steps: int, seed: int) -> list[li
     return out[:steps]
 
 
-def train_sft(model: Transformer, seqs: list[Seq], steps: int, batch_size: int, lr: float, seed: int,
-              warmup: float = 0.05, progress=None) -> list[float]:
+def train_sft(
+    model: Transformer,
+    seqs: list[Seq],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    warmup: float = 0.05,
+    progress=None,
+) -> list[float]:
     """Fine-tune in place with Llama 2's recipe (AdamW β (0.9, 0.95), eps 1e-5, wd 0.1 on matrices,
     clip 1.0, linear warmup then cosine to 10 %) [P2 §2.2, §3.1]. -> loss per step."""
     torch.manual_seed(seed)

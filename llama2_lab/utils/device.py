@@ -10,9 +10,14 @@ import torch
 
 # The one table of weight dtypes by name, for the CLI, the loaders and the benchmarks.
 DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
 }
 
 
@@ -35,11 +40,15 @@ def pick_device(prefer: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"unknown device {prefer!r}; use cpu, cuda, cuda:N, mps or auto.") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {prefer!r} asked for, but CUDA is not available here "
-                             "(no GPU, or a CPU-only PyTorch build); use cpu.")
+            raise ValueError(
+                f"device {prefer!r} asked for, but CUDA is not available here "
+                "(no GPU, or a CPU-only PyTorch build); use cpu."
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {prefer!r} asked for, but only {torch.cuda.device_count()} "
-                             f"CUDA device(s) exist (cuda:0..cuda:{torch.cuda.device_count() - 1}).")
+            raise ValueError(
+                f"device {prefer!r} asked for, but only {torch.cuda.device_count()} "
+                f"CUDA device(s) exist (cuda:0..cuda:{torch.cuda.device_count() - 1})."
+            )
     elif device.type == "mps":
         if not _mps_available():
             raise ValueError(f"device {prefer!r} asked for, but Apple MPS is not available here; use cpu.")

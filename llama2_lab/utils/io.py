@@ -148,12 +148,16 @@ def check_folder_target(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{path} is an existing file, not a folder: give a folder path "
-                                 "(it is created if missing) or move the file away.")
+        raise NotADirectoryError(
+            f"{path} is an existing file, not a folder: give a folder path "
+            "(it is created if missing) or move the file away."
+        )
     resolved = path.resolve()
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents or resolved.parent == resolved:
-        raise ValueError(f"{path} is the current directory or one that contains it; a model folder is replaced "
-                         f"as a whole, so give a subfolder, e.g. {path / 'model'}.")
+        raise ValueError(
+            f"{path} is the current directory or one that contains it; a model folder is replaced "
+            f"as a whole, so give a subfolder, e.g. {path / 'model'}."
+        )
     return resolved
 
 

@@ -8,8 +8,16 @@ import math
 import numbers
 
 
-def check_int(name: str, value, minimum: int = 1, *, error: type[Exception] = ValueError,
-              allow_none: bool = False, note: str = "", maximum: int | None = None) -> int | None:
+def check_int(
+    name: str,
+    value,
+    minimum: int = 1,
+    *,
+    error: type[Exception] = ValueError,
+    allow_none: bool = False,
+    note: str = "",
+    maximum: int | None = None,
+) -> int | None:
     """``value`` as an int if it is a whole number in ``minimum..maximum`` (numpy integers too), else ``error``.
 
     ``bool`` is refused (True is not a size); ``None`` passes only with ``allow_none``. The message
@@ -17,8 +25,12 @@ def check_int(name: str, value, minimum: int = 1, *, error: type[Exception] = Va
     """
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum \
-            or (maximum is not None and int(value) > maximum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or int(value) < minimum
+        or (maximum is not None and int(value) > maximum)
+    ):
         rule = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         rule += f" and <= {maximum}" if maximum is not None else ""
         rule += " or None" if allow_none else ""
@@ -26,8 +38,16 @@ def check_int(name: str, value, minimum: int = 1, *, error: type[Exception] = Va
     return int(value)
 
 
-def check_float(name: str, value, *, above: float | None = None, at_least: float | None = None,
-                error: type[Exception] = ValueError, allow_none: bool = False, note: str = "") -> float | None:
+def check_float(
+    name: str,
+    value,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    error: type[Exception] = ValueError,
+    allow_none: bool = False,
+    note: str = "",
+) -> float | None:
     """``value`` as a float if it is a finite real number (> ``above``, >= ``at_least``), else ``error``.
 
     Ints and numpy floats pass; ``bool``, strings ("1e-5"), None (unless ``allow_none``), NaN and
@@ -59,6 +79,7 @@ def at_least(minimum: int) -> type[argparse.Action]:
     ``p.add_argument("--threads", type=int, action=at_least(1))``: "--threads must be >= 1, got 0."
     goes through ``parser.error``, before any work starts (lists from ``nargs`` are checked item by item).
     """
+
     class AtLeast(argparse.Action):
         def __call__(self, parser, namespace, values, option_string=None):
             for v in values if isinstance(values, list) else [values]:

@@ -16,19 +16,37 @@ def _turn_ids(tok, system: str | None, user: str) -> list[int]:
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     return chat.encode_dialog(tok, msgs)
 
+
 def _slots_needed(tok, dialogues, n_turns: int, max_new: int, sys_every: bool) -> int:
     total = 0
     for k in range(n_turns):
-        total += max(len(_turn_ids(tok, d.system if (k == 0 or sys_every) else None, d.questions[k].text))
-                     for d in dialogues if k < len(d.questions)) + max_new + 1
+        total += (
+            max(
+                len(_turn_ids(tok, d.system if (k == 0 or sys_every) else None, d.questions[k].text))
+                for d in dialogues
+                if k < len(d.questions)
+            )
+            + max_new
+            + 1
+        )
     return total
+
 
 def _decode(tok, ids: list[int]) -> str:
     return tok.decode(ids).strip()
 
+
 @torch.no_grad()
-def run_chats(model, tok, dialogues: list[dlg.Dialogue], n_turns: int, sys_every: bool = False,
-              max_new: int = 40, batch_size: int = 64, progress=None) -> list[list[str]]:
+def run_chats(
+    model,
+    tok,
+    dialogues: list[dlg.Dialogue],
+    n_turns: int,
+    sys_every: bool = False,
+    max_new: int = 40,
+    batch_size: int = 64,
+    progress=None,
+) -> list[list[str]]:
     """Free-running chats, greedy: each dialogue's first n_turns questions, the model's own replies
     as history; the system message in turn 1 (or in every turn: the upper bound). -> replies."""
     out = []
@@ -37,14 +55,16 @@ def run_chats(model, tok, dialogues: list[dlg.Dialogue], n_turns: int, sys_every
         cb = ChatBatch(model, len(part), _slots_needed(tok, part, n_turns, max_new, sys_every), tok.eos_id)
         replies = [[] for _ in part]
         for k in range(n_turns):
-            logits = cb.feed([_turn_ids(tok, d.system if (k == 0 or sys_every) else None, d.questions[k].text)
-                              for d in part])
+            logits = cb.feed(
+                [_turn_ids(tok, d.system if (k == 0 or sys_every) else None, d.questions[k].text) for d in part]
+            )
             for r, ids in zip(replies, cb.reply(logits, max_new)):
                 r.append(_decode(tok, ids))
             if progress is not None:
                 progress.update(len(part))
         out += replies
     return out
+
 
 def reply_to(model, tok, messages: list[dict], max_new: int = 40, sys_every: bool = False) -> str:
     """Greedy reply to a chat (system?, user, assistant, ..., user), for the notebook's chat widget;

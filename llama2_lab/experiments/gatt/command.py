@@ -12,13 +12,21 @@ from .pipeline import run_pipeline
 
 def add_gatt_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`llama2-lab gatt` options (the lead wires this into cli.py)."""
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="full: 3 seeds, 200 dialogues x 12 turns per arm; ship: the shipped models' run "
-                             "(1 seed); fast: CI size (default: full, or fast when LLAMA2_LAB_FAST=1)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="full: 3 seeds, 200 dialogues x 12 turns per arm; ship: the shipped models' run "
+        "(1 seed); fast: CI size (default: full, or fast when LLAMA2_LAB_FAST=1)",
+    )
     parser.add_argument("--fast", action="store_true", help="same as --preset fast")
-    parser.add_argument("--mode", choices=("sampled", "oracle"), default=None,
-                        help="GAtt replies: sampled from the model with rejection sampling (default, the paper) "
-                             "or deterministic oracle rewrites (faster)")
+    parser.add_argument(
+        "--mode",
+        choices=("sampled", "oracle"),
+        default=None,
+        help="GAtt replies: sampled from the model with rejection sampling (default, the paper) "
+        "or deterministic oracle rewrites (faster)",
+    )
     parser.add_argument("--base", default=None, help="pretrained model folder (default: the shipped llama2-lab-tiny)")
     parser.add_argument("--out-dir", default=None, help="where the two chat model folders go (default: assets/models)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
@@ -27,12 +35,22 @@ def add_gatt_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
+
 def config_from_args(args: argparse.Namespace) -> GattConfig:
     """The preset (--fast, or LLAMA2_LAB_FAST=1 when no --preset is given) with the overrides."""
     name = "fast" if args.fast else args.preset or ("fast" if os.environ.get("LLAMA2_LAB_FAST") == "1" else "full")
     cfg = PRESETS[name]
-    changes = {k: v for k, v in (("mode", args.mode), ("base", args.base), ("out_dir", args.out_dir),
-                                 ("steps", args.steps), ("threads", args.threads)) if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("mode", args.mode),
+            ("base", args.base),
+            ("out_dir", args.out_dir),
+            ("steps", args.steps),
+            ("threads", args.threads),
+        )
+        if v is not None
+    }
     if args.seeds:
         changes["seeds"] = tuple(args.seeds)
     if args.no_progress:
@@ -44,6 +62,7 @@ def config_from_args(args: argparse.Namespace) -> GattConfig:
         raise ValueError(f"--seeds must be >= 0, got {list(changes['seeds'])}.")
     return replace(cfg, **changes)
 
+
 def run_from_args(args: argparse.Namespace) -> int:
     """Entry point for `llama2-lab gatt`: run the pipeline, print the headline numbers -> exit code."""
     cfg = config_from_args(args)
@@ -52,10 +71,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"wall time {res['wall_minutes']:.1f} min; GAtt replies: {cfg.mode}")
     for arm in ARMS:
         deep = next(v for k, v in h[arm].items() if k.startswith("turns"))
-        print(f"  {ARM_LABELS[arm]:38s} turn 1 {h[arm]['turn1']:.2f}   deep turns {deep[0]:.2f} "
-              f"[{deep[1]:.2f}, {deep[2]:.2f}]")
+        print(
+            f"  {ARM_LABELS[arm]:38s} turn 1 {h[arm]['turn1']:.2f}   deep turns {deep[0]:.2f} "
+            f"[{deep[1]:.2f}, {deep[2]:.2f}]"
+        )
     print(f"models, cards and figures in {_models_dir(cfg)}/llama2-lab-tiny-chat{{,-gatt}}")
     return 0
+
 
 def main(argv=None) -> int:
     """`python -m llama2_lab.gatt [--fast] ...`, the same as `llama2-lab gatt`."""

@@ -11,40 +11,41 @@ from ...utils.paths import MODELS_DIR
 @dataclass
 class GattConfig:
     """Everything `run_pipeline` depends on; PRESETS holds the full run, the shipped run and CI's."""
-    mode: str = "sampled"            # "sampled" (the paper: the model's own replies, rejection
-                                     # sampled) or "oracle" (deterministic rewritten replies, faster)
-    base: str | None = None          # pretrained model folder; None = the shipped llama2-lab-tiny
-    sft_steps: int = 720             # stage 1: shared chat SFT (plain chat + instruction examples)
-    sft_dialogues: int = 11520       # stage 1's own dialogues: 720 x 16, so no sequence repeats (with
-                                     # 3,000 it memorised them, train loss 0.02, instead of copying)
-    attribute_boost: float = 0.8     # training dialogues: share of turns that ask for the persona's name
-                                     # or hobby when one is set (evaluation keeps dialogs' 0.4); more
-                                     # examples of copying a value out of the system message
-    stage1: str | None = None        # a stage-1 model folder to start from instead of training one
+
+    mode: str = "sampled"  # "sampled" (the paper: the model's own replies, rejection
+    # sampled) or "oracle" (deterministic rewritten replies, faster)
+    base: str | None = None  # pretrained model folder; None = the shipped llama2-lab-tiny
+    sft_steps: int = 720  # stage 1: shared chat SFT (plain chat + instruction examples)
+    sft_dialogues: int = 11520  # stage 1's own dialogues: 720 x 16, so no sequence repeats (with
+    # 3,000 it memorised them, train loss 0.02, instead of copying)
+    attribute_boost: float = 0.8  # training dialogues: share of turns that ask for the persona's name
+    # or hobby when one is set (evaluation keeps dialogs' 0.4); more
+    # examples of copying a value out of the system message
+    stage1: str | None = None  # a stage-1 model folder to start from instead of training one
     seeds: tuple[int, ...] = (0, 1, 2)
-    n_dialogues: int = 320           # training dialogues; each gives one shared + one arm sequence
-    max_turns: int = 10              # training dialogue lengths 1..max_turns
-    max_train_tokens: int = 320      # longer training sequences lose their last turns
-    steps: int = 160                 # stage 2: each arm, from the stage-1 model
+    n_dialogues: int = 320  # training dialogues; each gives one shared + one arm sequence
+    max_turns: int = 10  # training dialogue lengths 1..max_turns
+    max_train_tokens: int = 320  # longer training sequences lose their last turns
+    steps: int = 160  # stage 2: each arm, from the stage-1 model
     batch_size: int = 16
-    lr: float = 5e-4                 # stage 1; stage 2 uses lr2. Low on purpose: at 1.5e-3 the chat
-                                     # fine-tune overwrote the base's name-copying circuit (held-out
-                                     # names 0 % at turn 1 after 720 steps); at 5e-4 it reused it (0.82)
-    lr2: float = 5e-4                # stage 2, each arm (at 1e-3 the arms lost stage 1's copying: deep-turn
-                                     # GAtt 0.28 at 3e-4, 0.36 at 5e-4, from the same stage-1 model)
-    n_candidates: int = 3            # rejection sampling: candidates per turn
+    lr: float = 5e-4  # stage 1; stage 2 uses lr2. Low on purpose: at 1.5e-3 the chat
+    # fine-tune overwrote the base's name-copying circuit (held-out
+    # names 0 % at turn 1 after 720 steps); at 5e-4 it reused it (0.82)
+    lr2: float = 5e-4  # stage 2, each arm (at 1e-3 the arms lost stage 1's copying: deep-turn
+    # GAtt 0.28 at 3e-4, 0.36 at 5e-4, from the same stage-1 model)
+    n_candidates: int = 3  # rejection sampling: candidates per turn
     temperature: float = 0.8
-    fallback: bool = True            # a turn where no candidate passes takes the oracle reply (counted)
-    eval_dialogues: int = 200        # per arm and seed, held-out values
+    fallback: bool = True  # a turn where no candidate passes takes the oracle reply (counted)
+    eval_dialogues: int = 200  # per arm and seed, held-out values
     eval_turns: int = 12
-    combo_dialogues: int = 50        # the held-out combination (caps + start word)
+    combo_dialogues: int = 50  # the held-out combination (caps + start word)
     probe_dialogues: int = 60
     probe_turns: tuple[int, ...] = (1, 2, 4, 6, 8, 12)
     attn_dialogues: int = 24
     max_new: int = 32
-    context: int = 1024              # max_seq_len of the chat models (pretraining used 256)
+    context: int = 1024  # max_seq_len of the chat models (pretraining used 256)
     threads: int | None = None
-    out_dir: str | None = None       # None = assets/models beside the package
+    out_dir: str | None = None  # None = assets/models beside the package
     progress: bool = True
 
     def to_dict(self) -> dict:
@@ -58,11 +59,27 @@ PRESETS = {
     "ship": GattConfig(seeds=(0,)),
     # CI: about 2 minutes on two cores, one seed, short dialogues; shows the gap at turns 2-4 (GAtt
     # 0.32-0.37, baseline 0), not the full run's numbers.
-    "fast": GattConfig(seeds=(0,), n_dialogues=64, max_turns=6, max_train_tokens=224, sft_steps=120,
-                       sft_dialogues=960, steps=60,
-                       batch_size=8, lr=2e-3, lr2=1e-3, n_candidates=2, eval_dialogues=24, eval_turns=8,
-                       combo_dialogues=8, probe_dialogues=12, probe_turns=(1, 4, 8), attn_dialogues=4,
-                       max_new=24, context=512),
+    "fast": GattConfig(
+        seeds=(0,),
+        n_dialogues=64,
+        max_turns=6,
+        max_train_tokens=224,
+        sft_steps=120,
+        sft_dialogues=960,
+        steps=60,
+        batch_size=8,
+        lr=2e-3,
+        lr2=1e-3,
+        n_candidates=2,
+        eval_dialogues=24,
+        eval_turns=8,
+        combo_dialogues=8,
+        probe_dialogues=12,
+        probe_turns=(1, 4, 8),
+        attn_dialogues=4,
+        max_new=24,
+        context=512,
+    ),
 }
 
 

@@ -25,6 +25,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float, float]:
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return p, max(0.0, mid - half), min(1.0, mid + half)
 
+
 def adherence_records(dialogues, replies) -> list[tuple[int, str, bool]]:
     """(turn k 1-based, family, obeyed) for every applicable constraint at every turn."""
     rec = []
@@ -32,6 +33,7 @@ def adherence_records(dialogues, replies) -> list[tuple[int, str, bool]]:
         for k, (q, r) in enumerate(zip(d.questions, rs), start=1):
             rec += [(k, fam, ok) for fam, ok in dlg.check_reply(d.constraints, q, r).items()]
     return rec
+
 
 def adherence_table(records, n_turns: int) -> dict[str, list[dict]]:
     """{"pooled" and each family: [{k, n, p, low, high}, ...] for k = 1..n_turns}."""
@@ -46,9 +48,11 @@ def adherence_table(records, n_turns: int) -> dict[str, list[dict]]:
         table[fam] = rows
     return table
 
+
 @torch.no_grad()
-def probe_plain_history(model, tok, dialogues, turns: list[int], max_new: int = 40,
-                        batch_size: int = 64) -> list[tuple[int, str, bool]]:
+def probe_plain_history(
+    model, tok, dialogues, turns: list[int], max_new: int = 40, batch_size: int = 64
+) -> list[tuple[int, str, bool]]:
     """Reply k with earlier replies teacher-forced *plain*: the instruction is recoverable only from
     the system message, not by copying the style of earlier replies. -> adherence records."""
     rec = []
@@ -56,22 +60,27 @@ def probe_plain_history(model, tok, dialogues, turns: list[int], max_new: int = 
         ds = [d for d in dialogues if len(d.questions) >= k]
         for start in range(0, len(ds), batch_size):
             part = ds[start : start + batch_size]
-            prompts = [encode_turns(tok, d.system, [q.text for q in d.questions[:k]], d.plain_replies()[: k - 1])[0]
-                       for d in part]
+            prompts = [
+                encode_turns(tok, d.system, [q.text for q in d.questions[:k]], d.plain_replies()[: k - 1])[0]
+                for d in part
+            ]
             cb = ChatBatch(model, len(part), max(map(len, prompts)) + max_new + 1, tok.eos_id)
             for d, ids in zip(part, cb.reply(cb.feed(prompts), max_new)):
                 q = d.questions[k - 1]
                 rec += [(k, f, ok) for f, ok in dlg.check_reply(d.constraints, q, _decode(tok, ids)).items()]
     return rec
 
+
 def system_span(tok, d: dlg.Dialogue) -> tuple[int, int]:
     """Token positions [lo, hi) of "<<SYS>> ... <</SYS>>" in the encoded dialogue (BOS is position 0,
     so it is never inside)."""
-    text = chat.render_dialog([{"role": "system", "content": d.system},
-                               {"role": "user", "content": d.questions[0].text}])[0]
+    text = chat.render_dialog(
+        [{"role": "system", "content": d.system}, {"role": "user", "content": d.questions[0].text}]
+    )[0]
     a, b = text.index("<<SYS>>"), text.index("<</SYS>>") + len("<</SYS>>")
     pos = [i + 1 for i, (_, s, e) in enumerate(tok.encode_with_offsets(text)) if s < b and e > a]
     return min(pos), max(pos) + 1
+
 
 def decision_positions(tok, d: dlg.Dialogue, replies: list[str]) -> list[tuple[int, int]]:
     """Per turn, the two query positions where the reply is decided: the last token of [/INST]
@@ -86,6 +95,7 @@ def decision_positions(tok, d: dlg.Dialogue, replies: list[str]) -> list[tuple[i
         offset += len(ids)
     return out
 
+
 def span_share(pattern: torch.Tensor, lo: int, hi: int, q: int) -> tuple[float, float]:
     """Attention of query q on keys [lo, hi): pattern (n_heads, S) -> (share, lift), the share being
     the max over heads of the summed probability, the lift share / ((hi - lo) / (q + 1)), i.e.
@@ -93,6 +103,7 @@ def span_share(pattern: torch.Tensor, lo: int, hi: int, q: int) -> tuple[float, 
     all-token averages hide the effect)."""
     share = float(pattern[:, lo:hi].sum(-1).max())
     return share, share / ((hi - lo) / (q + 1))
+
 
 @torch.no_grad()
 def attention_to_system(model, tok, dialogues, n_turns: int) -> dict:
@@ -120,6 +131,7 @@ def attention_to_system(model, tok, dialogues, n_turns: int) -> dict:
     c = count.clamp(min=1)
     return {"share": (share / c).tolist(), "lift": (lift / c).tolist(), "dialogues": int(count[0])}
 
+
 @torch.no_grad()
 def attention_map(model, tok, d: dlg.Dialogue, replies: list[str], bin_size: int = 8) -> dict:
     """Figure 10's picture: attention over a whole dialogue, max over layers and heads, neighbouring
@@ -136,26 +148,41 @@ def attention_map(model, tok, d: dlg.Dialogue, replies: list[str], bin_size: int
     binned = pad.view(nb, bin_size, nb, bin_size).amax(dim=(1, 3))  # (nb, nb)
     lo, hi = system_span(tok, d)
     bos = [i for i, t in enumerate(ids) if t == tok.bos_id]
-    return {"map": binned.tolist(), "system": [lo // bin_size, math.ceil(hi / bin_size)],
-            "turns": [b // bin_size for b in bos], "bin": bin_size}
+    return {
+        "map": binned.tolist(),
+        "system": [lo // bin_size, math.ceil(hi / bin_size)],
+        "turns": [b // bin_size for b in bos],
+        "bin": bin_size,
+    }
+
 
 def summarize(per_seed: dict, cfg: GattConfig) -> dict:
     """Pool the seeds' records into tables with Wilson intervals; per-seed pooled curves too."""
     K = cfg.eval_turns
     summary: dict = {"turns": K, "seeds": list(per_seed)}
     for split in ("free", "combo"):
-        summary[split] = {arm: adherence_table([r for s in per_seed.values() for r in s[split][arm]["records"]], K)
-                          for arm in ARMS}
-        summary[split + "_per_seed"] = {arm: {str(seed): [row["p"] for row in adherence_table(s[split][arm]["records"], K)["pooled"]]
-                                              for seed, s in per_seed.items()} for arm in ARMS}
-    summary["probe"] = {arm: adherence_table([r for s in per_seed.values() for r in s["probe"][arm]], K)
-                        for arm in ("baseline", "gatt")}
+        summary[split] = {
+            arm: adherence_table([r for s in per_seed.values() for r in s[split][arm]["records"]], K) for arm in ARMS
+        }
+        summary[split + "_per_seed"] = {
+            arm: {
+                str(seed): [row["p"] for row in adherence_table(s[split][arm]["records"], K)["pooled"]]
+                for seed, s in per_seed.items()
+            }
+            for arm in ARMS
+        }
+    summary["probe"] = {
+        arm: adherence_table([r for s in per_seed.values() for r in s["probe"][arm]], K) for arm in ("baseline", "gatt")
+    }
     att = {}
     for arm in ("baseline", "gatt"):
-        att[arm] = {m: torch.tensor([s["attention"][arm][m] for s in per_seed.values()]).mean(0).tolist()
-                    for m in ("share", "lift")}
+        att[arm] = {
+            m: torch.tensor([s["attention"][arm][m] for s in per_seed.values()]).mean(0).tolist()
+            for m in ("share", "lift")
+        }
     summary["attention"] = att
     return summary
+
 
 def headline(summary: dict, lo: int = 8, hi: int = 12) -> dict:
     """The targets' numbers: turn-1 adherence, and pooled adherence over turns lo..hi, per arm."""
@@ -168,6 +195,7 @@ def headline(summary: dict, lo: int = 8, hi: int = 12) -> dict:
         out[arm] = {"turn1": rows[0]["p"], f"turns{lo}-{hi}": wilson(round(k), n)}
     return out
 
+
 def format_table(summary: dict, split: str = "free", fams: bool = True) -> str:
     """Markdown table of adherence@k: pooled per arm, then per family for baseline and GAtt."""
     K = summary["turns"]
@@ -177,11 +205,13 @@ def format_table(summary: dict, split: str = "free", fams: bool = True) -> str:
 
     def cell(r):
         return "–" if not r["n"] else f"{r['p']:.2f} [{r['low']:.2f}, {r['high']:.2f}] n={r['n']}"
-    for arm in (ARMS if split != "probe" else ("baseline", "gatt")):
+
+    for arm in ARMS if split != "probe" else ("baseline", "gatt"):
         table = summary[split][arm]
         for fam in ["pooled"] + ([f for f in table if f != "pooled"] if fams and arm != "upper" else []):
             lines.append(f"| {arm} | {fam} | " + " | ".join(cell(r) for r in table[fam]) + " |")
     return head + "\n".join(lines) + "\n"
+
 
 def format_attention(summary: dict) -> str:
     K = summary["turns"]

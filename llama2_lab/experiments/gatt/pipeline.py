@@ -21,13 +21,16 @@ from .sequences import _fit_turns, baseline_sequence, gatt_sequence, plain_seque
 
 def _bar(cfg: GattConfig, total: int, desc: str):
     from tqdm.auto import tqdm
+
     return tqdm(total=total, desc=desc, disable=not cfg.progress, leave=False)
+
 
 def training_dialogues(cfg: GattConfig, seed: int, stage: int = 2) -> list[dlg.Dialogue]:
     """The pool a stage trains on: stage 1's own sft_dialogues, or stage 2's n_dialogues, which
     the baseline and the GAtt arm share (the spares GAtt draws on are `training_dialogues(.., 3)`)."""
     first, n = {1: (10_000, cfg.sft_dialogues), 2: (11_000, cfg.n_dialogues), 3: (20_000, cfg.n_dialogues)}[stage]
     return dlg.dialogues(first + seed, n, cfg.max_turns, attribute_boost=cfg.attribute_boost)
+
 
 def baseline_set(tok, cfg: GattConfig, seed: int, stage: int = 2) -> tuple[list[Seq], list[Seq]]:
     """The shared plain-chat sequences and the baseline's instruction sequences, one each per pool
@@ -36,13 +39,15 @@ def baseline_set(tok, cfg: GattConfig, seed: int, stage: int = 2) -> tuple[list[
     Stage 1 (the shared chat SFT) and stage 2 (the arms) draw different dialogues."""
     rng = random.Random(seed + 1000 * (stage - 1))
     pool = training_dialogues(cfg, seed, stage)
-    shared = [_fit_turns(lambda n, d=d: plain_sequence(tok, d, n), len(d.questions), cfg.max_train_tokens)[0]
-              for d in pool]
+    shared = [
+        _fit_turns(lambda n, d=d: plain_sequence(tok, d, n), len(d.questions), cfg.max_train_tokens)[0] for d in pool
+    ]
     base = []
     for d in pool:
         t = 1 if rng.random() < 0.5 or len(d.questions) == 1 else rng.randint(2, len(d.questions))
         base.append(_fit_turns(lambda n, d=d: baseline_sequence(tok, d, n), t, cfg.max_train_tokens)[0])
     return shared, base
+
 
 def gatt_set(tok, cfg: GattConfig, seed: int, make_replies=None) -> tuple[list[Seq], dict]:
     """The GAtt sequences for the same pool dialogues (spares replace those whose first turn found
@@ -55,37 +60,43 @@ def gatt_set(tok, cfg: GattConfig, seed: int, make_replies=None) -> tuple[list[S
         if need <= 0:
             break
         cut = []  # each dialogue shortened to what fits max_train_tokens (judged with oracle replies)
-        for d in (source if source is pool else source[: 2 * need + 8]):
-            _, n = _fit_turns(lambda n, d=d: gatt_sequence(tok, d, d.oracle_replies()[:n]),
-                              len(d.questions), cfg.max_train_tokens)
+        for d in source if source is pool else source[: 2 * need + 8]:
+            _, n = _fit_turns(
+                lambda n, d=d: gatt_sequence(tok, d, d.oracle_replies()[:n]), len(d.questions), cfg.max_train_tokens
+            )
             cut.append(dlg.Dialogue(d.constraints, d.terse, d.questions[:n]))
         for d, rs in zip(cut, make(cut)):
             used += 1
             asked_turns += len(d.questions)
             kept_turns += len(rs)
             if rs and len(gatt) < cfg.n_dialogues:
-                gatt.append(_fit_turns(lambda n, d=d, rs=rs: gatt_sequence(tok, d, rs[:n]), len(rs),
-                                       cfg.max_train_tokens)[0])
+                gatt.append(
+                    _fit_turns(lambda n, d=d, rs=rs: gatt_sequence(tok, d, rs[:n]), len(rs), cfg.max_train_tokens)[0]
+                )
     if len(gatt) < cfg.n_dialogues:
-        raise RuntimeError(f"only {len(gatt)} of {cfg.n_dialogues} dialogues got an accepted first reply: "
-                           "the sampling model does not follow instructions; train the baseline longer.")
+        raise RuntimeError(
+            f"only {len(gatt)} of {cfg.n_dialogues} dialogues got an accepted first reply: "
+            "the sampling model does not follow instructions; train the baseline longer."
+        )
     stats = {"dialogues_sampled": used, "turns_asked": asked_turns, "turns_kept": kept_turns}
     return gatt, stats
+
 
 def load_base(cfg: GattConfig):
     """The pretrained model with its context extended to cfg.context, its tokenizer, and the
     context it was pretrained with."""
     from ...formats import default_model_path, load_model, load_tokenizer
+
     path = Path(cfg.base) if cfg.base else default_model_path()
     model = load_model(path)
     return with_context(model, cfg.context), load_tokenizer(path, required=True), model.args.max_seq_len
+
 
 def evaluate_arms(models: dict, tok, cfg: GattConfig, seed: int, arms=ARMS) -> dict:
     """Adherence@k (free-running, greedy) for the three arms on held-out values and the held-out
     combination; the plain-history probe and the attention metrics for baseline and GAtt."""
     test = dlg.dialogues(30_000 + seed, cfg.eval_dialogues, cfg.eval_turns, "test", min_turns=cfg.eval_turns)
-    combo = dlg.dialogues(40_000 + seed, cfg.combo_dialogues, cfg.eval_turns, "heldout_combo",
-                          min_turns=cfg.eval_turns)
+    combo = dlg.dialogues(40_000 + seed, cfg.combo_dialogues, cfg.eval_turns, "heldout_combo", min_turns=cfg.eval_turns)
     out: dict = {"free": {}, "combo": {}, "probe": {}, "attention": {}}
     setups = {"baseline": ("baseline", False), "gatt": ("gatt", False), "upper": ("baseline", True)}
     for arm in arms:
@@ -95,9 +106,14 @@ def evaluate_arms(models: dict, tok, cfg: GattConfig, seed: int, arms=ARMS) -> d
         with _bar(cfg, (len(test) + len(combo)) * cfg.eval_turns, f"seed {seed}: evaluate {arm}") as bar:
             for name, ds in (("free", test), ("combo", combo)):
                 replies = run_chats(model, tok, ds, cfg.eval_turns, every, cfg.max_new, progress=bar)
-                out[name][arm] = {"records": adherence_records(ds, replies),
-                                  "example": {"system": ds[0].system, "questions": [q.text for q in ds[0].questions],
-                                              "replies": replies[0]}}
+                out[name][arm] = {
+                    "records": adherence_records(ds, replies),
+                    "example": {
+                        "system": ds[0].system,
+                        "questions": [q.text for q in ds[0].questions],
+                        "replies": replies[0],
+                    },
+                }
     probe_ds = test[: cfg.probe_dialogues]
     turns = [k for k in cfg.probe_turns if k <= cfg.eval_turns]
     for arm in [a for a in arms if a != "upper"]:
@@ -105,12 +121,14 @@ def evaluate_arms(models: dict, tok, cfg: GattConfig, seed: int, arms=ARMS) -> d
         out["attention"][arm] = attention_to_system(models[arm], tok, test[: cfg.attn_dialogues], cfg.eval_turns)
     return out
 
+
 def _fig_dialogue(cfg: GattConfig) -> dlg.Dialogue:
     """The Figure 10 dialogue: a persona and a terse style, then questions incl. "what is your name?"."""
     rng = random.Random(7)
     cs = (dlg.Constraint("persona", "Clara"), dlg.Constraint("brief"))
     qs = [dlg.make_question(rng, k) for k in ("greet", "color", "math", "legs", "story", "name", "color", "name")]
     return dlg.Dialogue(cs, False, qs[: min(len(qs), cfg.eval_turns)])
+
 
 def run_pipeline(cfg: GattConfig, limits: str = "") -> dict:
     """Train baseline and GAtt for every seed, evaluate, save seed 0's models, figures and cards."""
@@ -136,14 +154,16 @@ def run_pipeline(cfg: GattConfig, limits: str = "") -> dict:
         s0 = time.time()
         if cfg.stage1:
             from ..formats import load_model
+
             start = with_context(load_model(cfg.stage1), cfg.context)
         elif cfg.sft_steps:
             if stage1_model is None:
                 stage1_model = copy.deepcopy(base)
                 shared1, base1 = baseline_set(tok, cfg, cfg.seeds[0], stage=1)
                 with _bar(cfg, cfg.sft_steps, f"stage 1, chat SFT (seed {cfg.seeds[0]}, shared)") as bar:
-                    train_sft(stage1_model, shared1 + base1, cfg.sft_steps, cfg.batch_size, cfg.lr,
-                              cfg.seeds[0], progress=bar)
+                    train_sft(
+                        stage1_model, shared1 + base1, cfg.sft_steps, cfg.batch_size, cfg.lr, cfg.seeds[0], progress=bar
+                    )
             start = stage1_model  # read only below: sampling, and deep copies for the arms
         else:
             start = base
@@ -154,11 +174,22 @@ def run_pipeline(cfg: GattConfig, limits: str = "") -> dict:
         s0 = time.time()
         make, sample_stats = None, {}
         if cfg.mode == "sampled":
+
             def make(ds, seed=seed, start=start, sample_stats=sample_stats):
                 with _bar(cfg, sum(len(d.questions) for d in ds), f"seed {seed}: sample GAtt replies") as bar:
-                    return sample_gatt_replies(start, tok, ds, cfg.n_candidates, cfg.temperature,
-                                               cfg.max_new, seed, progress=bar, fallback=cfg.fallback,
-                                               stats=sample_stats)
+                    return sample_gatt_replies(
+                        start,
+                        tok,
+                        ds,
+                        cfg.n_candidates,
+                        cfg.temperature,
+                        cfg.max_new,
+                        seed,
+                        progress=bar,
+                        fallback=cfg.fallback,
+                        stats=sample_stats,
+                    )
+
         gseqs, stats = gatt_set(tok, cfg, seed, make)
         stats.update(sample_stats)
         kept[seed] = stats
@@ -179,8 +210,11 @@ def run_pipeline(cfg: GattConfig, limits: str = "") -> dict:
             fig_d = _fig_dialogue(cfg)
             ships = {arm: models[arm] for arm in ("baseline", "gatt")}
             maps = {arm: attention_map(models[arm], tok, fig_d, fig_d.oracle_replies()) for arm in ("baseline", "gatt")}
-            mean_tokens = {"shared": sum(len(s[0]) for s in shared) / len(shared),
-                           "baseline": sum(len(s[0]) for s in base_seqs) / len(base_seqs),
-                           "gatt": sum(len(s[0]) for s in gseqs) / len(gseqs)}
-    return write_report(cfg, tok, per_seed, ships, maps, times, kept, mean_tokens, base_context,
-                        (time.time() - t0) / 60, limits)
+            mean_tokens = {
+                "shared": sum(len(s[0]) for s in shared) / len(shared),
+                "baseline": sum(len(s[0]) for s in base_seqs) / len(base_seqs),
+                "gatt": sum(len(s[0]) for s in gseqs) / len(gseqs),
+            }
+    return write_report(
+        cfg, tok, per_seed, ships, maps, times, kept, mean_tokens, base_context, (time.time() - t0) / 60, limits
+    )

@@ -15,11 +15,13 @@ from .evaluate import format_attention, format_table, headline, summarize
 
 COLORS = {"baseline": "tab:red", "gatt": "tab:blue", "upper": "tab:gray"}
 
+
 def plot_adherence(summary: dict, split: str = "free"):
     """Table 30 as curves: pooled adherence@k with 95 % bands for the three arms (left), and one small panel
     per instruction family with two lines each, GAtt solid and baseline dashed (right). Legends sit outside
     the data."""
     import matplotlib.pyplot as plt
+
     fams = [f for f in summary[split]["gatt"] if f != "pooled"]
     ncol = 3
     nrow = max(1, math.ceil(len(fams) / ncol))
@@ -31,8 +33,12 @@ def plot_adherence(summary: dict, split: str = "free"):
         rows = summary[split][arm]["pooled"]
         ax0.plot(ks, [r["p"] for r in rows], "o-", ms=3, color=COLORS[arm], label=ARM_LABELS[arm])
         ax0.fill_between(ks, [r["low"] for r in rows], [r["high"] for r in rows], color=COLORS[arm], alpha=0.15)
-    ax0.set(xlabel="turn k", ylabel="adherence (all checks at turn k)", ylim=(-0.02, 1.02),
-            title="Pooled, free-running (held-out values)")
+    ax0.set(
+        xlabel="turn k",
+        ylabel="adherence (all checks at turn k)",
+        ylim=(-0.02, 1.02),
+        title="Pooled, free-running (held-out values)",
+    )
     ax0.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=1, frameon=False)
     for i, fam in enumerate(fams):
         ax = fig.add_subplot(grid[i // ncol, 1 + i % ncol])
@@ -47,11 +53,20 @@ def plot_adherence(summary: dict, split: str = "free"):
         if i // ncol == nrow - 1:
             ax.set_xlabel("turn k", fontsize=8)
     from matplotlib.lines import Line2D
-    fig.legend([Line2D([], [], color=COLORS["gatt"]), Line2D([], [], color=COLORS["baseline"], ls="--")],
-               [ARM_LABELS["gatt"], ARM_LABELS["baseline"]], loc="upper right", ncol=2, fontsize=8, frameon=False,
-               title="per family", title_fontsize=8)
+
+    fig.legend(
+        [Line2D([], [], color=COLORS["gatt"]), Line2D([], [], color=COLORS["baseline"], ls="--")],
+        [ARM_LABELS["gatt"], ARM_LABELS["baseline"]],
+        loc="upper right",
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+        title="per family",
+        title_fontsize=8,
+    )
     fig.subplots_adjust(left=0.06, right=0.99, top=0.84, bottom=0.22)
     return fig
+
 
 def plot_attention_share(summary: dict):
     """Attention mass on the system message at turn k's decision positions (top row) and its lift over
@@ -59,6 +74,7 @@ def plot_attention_share(summary: dict):
     GAtt solid, baseline dashed."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+
     att = summary["attention"]
     L, K = len(att["gatt"]["share"]), len(att["gatt"]["share"][0])
     ks = list(range(1, K + 1))
@@ -77,21 +93,30 @@ def plot_attention_share(summary: dict):
                 ax.set_title(f"layer {layer}", fontsize=9)
             ax.tick_params(labelsize=7)
         axes[row, 0].set_ylabel("share on the system span" if m == "share" else "lift over uniform", fontsize=8)
-    fig.legend([Line2D([], [], color=COLORS["gatt"]), Line2D([], [], color=COLORS["baseline"], ls="--")],
-               [ARM_LABELS["gatt"], ARM_LABELS["baseline"]], loc="upper center", bbox_to_anchor=(0.5, 0.95),
-               ncol=2, fontsize=8, frameon=False)
-    fig.suptitle("Attention on the system message where turn k's reply is decided (max over heads)", fontsize=10,
-                 y=0.995)
+    fig.legend(
+        [Line2D([], [], color=COLORS["gatt"]), Line2D([], [], color=COLORS["baseline"], ls="--")],
+        [ARM_LABELS["gatt"], ARM_LABELS["baseline"]],
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.95),
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(
+        "Attention on the system message where turn k's reply is decided (max over heads)", fontsize=10, y=0.995
+    )
     for ax in axes.flat:
         ax.set_xticks([k for k in (1, 4, 8, 12, 16, 20) if k <= K])
     fig.tight_layout(rect=(0, 0, 1, 0.89))
     return fig
+
 
 def plot_attention_maps(maps: dict, tokens_per_bin: int | None = None):
     """Figure 10: whole-dialogue attention (max over layers and heads, binned), without and with GAtt,
     on one log colour scale with its colourbar."""
     import matplotlib.pyplot as plt
     import numpy as np
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     im = None
     for ax, arm in zip(axes, ("baseline", "gatt")):
@@ -102,8 +127,11 @@ def plot_attention_maps(maps: dict, tokens_per_bin: int | None = None):
         ax.axvspan(lo - 0.5, hi - 0.5, color="cyan", alpha=0.12)
         for b in maps[arm]["turns"][1:]:
             ax.axhline(b - 0.5, color="w", lw=0.3)
-        ax.set(title=f"{ARM_LABELS[arm]}: max over layers and heads",
-               xlabel=f"key (bins of {maps[arm]['bin']} tokens; system span shaded)", ylabel="query")
+        ax.set(
+            title=f"{ARM_LABELS[arm]}: max over layers and heads",
+            xlabel=f"key (bins of {maps[arm]['bin']} tokens; system span shaded)",
+            ylabel="query",
+        )
         cbar = fig.colorbar(im, ax=ax, shrink=0.8, pad=0.02)
         cbar.set_ticks([-3, -2, -1, 0])
         cbar.set_ticklabels(["≤0.001", "0.01", "0.1", "1"])
@@ -111,58 +139,71 @@ def plot_attention_maps(maps: dict, tokens_per_bin: int | None = None):
     fig.tight_layout()
     return fig
 
+
 def _save_fig(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from ...utils.io import atomic_path
+
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
+
 def write_card(folder: Path, arm: str, cfg: GattConfig, summary: dict, info: dict) -> None:
     """MODEL_CARD.md: what the model is, how it was made, and the measured table."""
     from ...utils.io import atomic_write_text
+
     h = summary["headline"]
     deep = next(k for k in h["gatt"] if k.startswith("turns"))
     lo_k, hi_k = deep[5:].split("-")
     other = "llama2-lab-tiny-chat-gatt" if arm == "baseline" else "llama2-lab-tiny-chat"
-    what = ("baseline chat SFT: plain multi-turn chat + instruction-following examples (no GAtt)" if arm == "baseline"
-            else "chat SFT with Ghost Attention: plain multi-turn chat + GAtt sequences (instruction in turn 1 "
-                 "only, loss on the last reply)")
+    what = (
+        "baseline chat SFT: plain multi-turn chat + instruction-following examples (no GAtt)"
+        if arm == "baseline"
+        else "chat SFT with Ghost Attention: plain multi-turn chat + GAtt sequences (instruction in turn 1 "
+        "only, loss on the last reply)"
+    )
     text = f"""# {folder.name}
 
-{what}. Fine-tuned from `{info['base']}` by `llama2-lab gatt` (`llama2_lab/experiments/gatt/`, notebook 12);
+{what}. Fine-tuned from `{info["base"]}` by `llama2-lab gatt` (`llama2_lab/experiments/gatt/`, notebook 12);
 the companion model is `{other}`. Llama-2-chat format (`llama2_lab/chat.py`). Context extended
-from {info['base_context']} to {cfg.context} positions by fine-tuning on longer dialogues (as Llama 1 was
+from {info["base_context"]} to {cfg.context} positions by fine-tuning on longer dialogues (as Llama 1 was
 GAtt-tuned at twice its pretraining context, Llama 2 paper App. A.3.5).
 
 ## How it was made
-- preset `{info['preset']}`, GAtt replies: **{cfg.mode}** ({"the baseline model's own samples, "
-  f"{cfg.n_candidates} candidates per turn at T={cfg.temperature}, first one the checker accepts" if cfg.mode == "sampled"
-  else "deterministic oracle rewrites of the plain answers"}).
+- preset `{info["preset"]}`, GAtt replies: **{cfg.mode}** ({
+        "the baseline model's own samples, "
+        f"{cfg.n_candidates} candidates per turn at T={cfg.temperature}, first one the checker accepts"
+        if cfg.mode == "sampled"
+        else "deterministic oracle rewrites of the plain answers"
+    }).
 - data: {cfg.n_dialogues} generated dialogues (`llama2_lab/dialogs.py`) of 1–{cfg.max_turns} turns, sequences cut to
   ≤ {cfg.max_train_tokens} tokens; each dialogue gives one shared plain-chat sequence and one arm sequence
   ({2 * cfg.n_dialogues} sequences per arm); when a persona or hobby is set, {cfg.attribute_boost:.0%} of the
-  turns ask for it. Mean tokens per sequence: {json.dumps(info['mean_tokens'])}.
+  turns ask for it. Mean tokens per sequence: {json.dumps(info["mean_tokens"])}.
 - training, two stages: (1) shared chat SFT of the pretrained model, {cfg.sft_steps} steps × {cfg.batch_size}
   sequences (plain chat + instruction examples from {cfg.sft_dialogues} other dialogues; trained once, with
-  seed {cfg.seeds[0]}, for all seeds), peak LR {cfg.lr}{info.get('stage1_note', '')};
+  seed {cfg.seeds[0]}, for all seeds), peak LR {cfg.lr}{info.get("stage1_note", "")};
   (2) each arm continues from that model for {cfg.steps} steps × {cfg.batch_size} sequences, peak LR {cfg.lr2}.
   AdamW (0.9, 0.95), eps 1e-5, wd 0.1 on matrices, clip 1.0, 5 % warmup, cosine to 10 %; masked loss = sum of
   CE over trained tokens / their count. Same steps, batch and sequence counts for both arms.
 - seeds {list(cfg.seeds)} (this folder holds seed {cfg.seeds[0]}); rejection sampling kept
-  {info.get('kept', 'n/a')}.
-- wall time: {info['wall_min']:.1f} min for the whole pipeline on {info['threads']} thread(s).
+  {info.get("kept", "n/a")}.
+- wall time: {info["wall_min"]:.1f} min for the whole pipeline on {info["threads"]} thread(s).
 
 ## Evaluation (all seeds pooled; 95 % Wilson intervals, which ignore the clustering of checks within a dialogue)
-{cfg.eval_dialogues} free-running {cfg.eval_turns}-turn dialogues per seed and arm (greedy, own replies as history), held-out
+{cfg.eval_dialogues} free-running {
+        cfg.eval_turns
+    }-turn dialogues per seed and arm (greedy, own replies as history), held-out
 names/hobbies/words; 1–3 constraints from persona, hobby, caps, end word, start word, brief.
 "upper" = the baseline with the instruction repeated in every user message.
 
-Turn 1: baseline {h['baseline']['turn1']:.2f}, GAtt {h['gatt']['turn1']:.2f}, upper {h['upper']['turn1']:.2f}.
-Turns {lo_k}–{hi_k} pooled: baseline {h['baseline'][deep][0]:.2f} [{h['baseline'][deep][1]:.2f}, {h['baseline'][deep][2]:.2f}],
-GAtt {h['gatt'][deep][0]:.2f} [{h['gatt'][deep][1]:.2f}, {h['gatt'][deep][2]:.2f}],
-upper {h['upper'][deep][0]:.2f} [{h['upper'][deep][1]:.2f}, {h['upper'][deep][2]:.2f}].
+Turn 1: baseline {h["baseline"]["turn1"]:.2f}, GAtt {h["gatt"]["turn1"]:.2f}, upper {h["upper"]["turn1"]:.2f}.
+Turns {lo_k}–{hi_k} pooled: baseline {h["baseline"][deep][0]:.2f} [{h["baseline"][deep][1]:.2f}, {
+        h["baseline"][deep][2]:.2f}],
+GAtt {h["gatt"][deep][0]:.2f} [{h["gatt"][deep][1]:.2f}, {h["gatt"][deep][2]:.2f}],
+upper {h["upper"][deep][0]:.2f} [{h["upper"][deep][1]:.2f}, {h["upper"][deep][2]:.2f}].
 
 ### Adherence@k, free-running
 {format_table(summary, "free")}
@@ -175,33 +216,71 @@ upper {h['upper'][deep][0]:.2f} [{h['upper'][deep][1]:.2f}, {h['upper'][deep][2]
 Figures: `adherence.png`, `attention_share.png`, `attention_maps.png`; numbers: `results.json`.
 
 ## Limits
-{info.get('limits', '')}
+{info.get("limits", "")}
 """
     atomic_write_text(folder / "MODEL_CARD.md", text)
 
-def write_report(cfg: GattConfig, tok, per_seed: dict, ships: dict, maps: dict, times: dict, kept: dict,
-                 mean_tokens: dict, base_context, wall_minutes: float, limits: str = "") -> dict:
+
+def write_report(
+    cfg: GattConfig,
+    tok,
+    per_seed: dict,
+    ships: dict,
+    maps: dict,
+    times: dict,
+    kept: dict,
+    mean_tokens: dict,
+    base_context,
+    wall_minutes: float,
+    limits: str = "",
+) -> dict:
     """Summarize the seeds, then write both model folders: weights, results.json, figures, MODEL_CARD.md."""
     from ...formats import save_model
     from ...utils.io import atomic_write_text
+
     summary = summarize(per_seed, cfg)
     summary["maps"] = maps
     summary["headline"] = headline(summary, min(8, cfg.eval_turns), cfg.eval_turns)
     summary["combo_headline"] = headline({"free": summary["combo"]}, min(8, cfg.eval_turns), cfg.eval_turns)
-    results = {"config": cfg.to_dict(), "summary": summary, "times_s": times, "gatt_data": kept,
-               "wall_minutes": wall_minutes,
-               "examples": {str(s): {split: {a: v[split][a]["example"] for a in ARMS} for split in ("free", "combo")}
-                            for s, v in per_seed.items()},
-               "mean_tokens": mean_tokens}
-    preset = next((k for k, v in PRESETS.items()
-                   if replace(v, threads=None, progress=True, out_dir=None) ==
-                   replace(cfg, threads=None, progress=True, out_dir=None)), "custom")
-    info = {"base": str(cfg.base or "assets/models/llama2-lab-tiny"), "base_context": base_context,
-            "preset": preset, "mean_tokens": {k: round(v, 1) for k, v in mean_tokens.items()},
-            "kept": {s: (f"{v['sampled']} turns sampled and accepted, {v['fallback']} oracle fallbacks, "
-                         f"{v['failed']} failed, of {v['turns_asked']}" if "sampled" in v else "oracle mode")
-                     for s, v in kept.items()},
-            "wall_min": wall_minutes, "threads": torch.get_num_threads(), "limits": limits}
+    results = {
+        "config": cfg.to_dict(),
+        "summary": summary,
+        "times_s": times,
+        "gatt_data": kept,
+        "wall_minutes": wall_minutes,
+        "examples": {
+            str(s): {split: {a: v[split][a]["example"] for a in ARMS} for split in ("free", "combo")}
+            for s, v in per_seed.items()
+        },
+        "mean_tokens": mean_tokens,
+    }
+    preset = next(
+        (
+            k
+            for k, v in PRESETS.items()
+            if replace(v, threads=None, progress=True, out_dir=None)
+            == replace(cfg, threads=None, progress=True, out_dir=None)
+        ),
+        "custom",
+    )
+    info = {
+        "base": str(cfg.base or "assets/models/llama2-lab-tiny"),
+        "base_context": base_context,
+        "preset": preset,
+        "mean_tokens": {k: round(v, 1) for k, v in mean_tokens.items()},
+        "kept": {
+            s: (
+                f"{v['sampled']} turns sampled and accepted, {v['fallback']} oracle fallbacks, "
+                f"{v['failed']} failed, of {v['turns_asked']}"
+                if "sampled" in v
+                else "oracle mode"
+            )
+            for s, v in kept.items()
+        },
+        "wall_min": wall_minutes,
+        "threads": torch.get_num_threads(),
+        "limits": limits,
+    }
     results["card_info"] = info
     for arm, name in ARM_FOLDERS.items():
         folder = _models_dir(cfg) / name

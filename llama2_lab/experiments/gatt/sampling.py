@@ -15,6 +15,7 @@ def accept(d: dlg.Dialogue, q: dlg.Question, reply: str) -> bool:
     """The reward: every applicable constraint of the instruction is obeyed."""
     return all(dlg.check_reply(d.constraints, q, reply).values())
 
+
 def choose(d: dlg.Dialogue, q: dlg.Question, candidates: list[str]) -> int | None:
     """Index of the candidate to keep: the first one `accept` passes that also answers the question
     (`content_ok`), else the first one `accept` passes, else None. A tiny model often gets the
@@ -23,8 +24,10 @@ def choose(d: dlg.Dialogue, q: dlg.Question, candidates: list[str]) -> int | Non
     right = [j for j in good if dlg.content_ok(q, candidates[j])]
     return (right or good or [None])[0]
 
-def rejection_sample(sampler, dialogues: list[dlg.Dialogue], n_candidates: int, fallback=None,
-                     stats: dict | None = None) -> list[list[str]]:
+
+def rejection_sample(
+    sampler, dialogues: list[dlg.Dialogue], n_candidates: int, fallback=None, stats: dict | None = None
+) -> list[list[str]]:
     """Turn by turn: `sampler.propose(turn, alive)` gives n_candidates replies per dialogue (made
     with the instruction on every user message); one that `accept` passes is kept (`choose`) and
     `sampler.keep(choice)` continues each dialogue from it; a dialogue stops at a turn where
@@ -63,26 +66,43 @@ def rejection_sample(sampler, dialogues: list[dlg.Dialogue], n_candidates: int, 
         sampler.keep(choice, forced)
     return kept
 
+
 class ModelSampler:
     """GAtt steps 1-2 with the model itself: K rows per dialogue in one `ChatBatch`, the instruction
     in every user message, sampled replies; `keep` copies the accepted row over its siblings."""
 
-    def __init__(self, model, tok, dialogues, n_candidates: int, temperature: float = 0.8,
-                 max_new: int = 40, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        model,
+        tok,
+        dialogues,
+        n_candidates: int,
+        temperature: float = 0.8,
+        max_new: int = 40,
+        generator: torch.Generator | None = None,
+    ):
         self.tok, self.ds, self.K = tok, dialogues, n_candidates
         self.temperature, self.max_new, self.gen = temperature, max_new, generator
         n_turns = max(len(d.questions) for d in dialogues)
-        self.cb = ChatBatch(model, len(dialogues) * n_candidates,
-                            # room for a forced (oracle) reply per turn on top of the sampled ones
-                            _slots_needed(tok, dialogues, n_turns, max_new, True)
-                            + sum(max(len(tok.encode(d.oracle_replies()[k])) + 4 for d in dialogues
-                                      if k < len(d.questions)) for k in range(n_turns)),
-                            tok.eos_id)
+        self.cb = ChatBatch(
+            model,
+            len(dialogues) * n_candidates,
+            # room for a forced (oracle) reply per turn on top of the sampled ones
+            _slots_needed(tok, dialogues, n_turns, max_new, True)
+            + sum(
+                max(len(tok.encode(d.oracle_replies()[k])) + 4 for d in dialogues if k < len(d.questions))
+                for k in range(n_turns)
+            ),
+            tok.eos_id,
+        )
         self.pending = [[] for _ in dialogues]  # forced reply tokens, fed before the next turn
 
     def propose(self, turn: int, alive: list[bool]) -> list[list[str]]:
-        rows = [self.pending[i] + _turn_ids(self.tok, d.system, d.questions[turn].text) if alive[i] else []
-                for i, d in enumerate(self.ds) for _ in range(self.K)]
+        rows = [
+            self.pending[i] + _turn_ids(self.tok, d.system, d.questions[turn].text) if alive[i] else []
+            for i, d in enumerate(self.ds)
+            for _ in range(self.K)
+        ]
         self.pending = [[] for _ in self.ds]
         active = torch.tensor(alive).repeat_interleave(self.K)
         ids = self.cb.reply(self.cb.feed(rows), self.max_new, self.temperature, generator=self.gen, active=active)
@@ -104,11 +124,21 @@ class ModelSampler:
                 self.pending[i] = [t for t, m in zip(ids, mask) if m]  # the reply's tokens, "▁" and EOS
             self.cb.forget_reply(rows.to(self.cb.pos.device))
 
+
 @torch.no_grad()
-def sample_gatt_replies(model, tok, dialogues: list[dlg.Dialogue], n_candidates: int = 4,
-                        temperature: float = 0.8, max_new: int = 40, seed: int = 0,
-                        batch_size: int = 32, progress=None, fallback: bool = False,
-                        stats: dict | None = None) -> list[list[str]]:
+def sample_gatt_replies(
+    model,
+    tok,
+    dialogues: list[dlg.Dialogue],
+    n_candidates: int = 4,
+    temperature: float = 0.8,
+    max_new: int = 40,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress=None,
+    fallback: bool = False,
+    stats: dict | None = None,
+) -> list[list[str]]:
     """Rejection-sampled GAtt replies from the model, `batch_size` dialogues at a time; with
     `fallback`, a turn where no candidate passes takes the oracle reply instead of ending."""
     fb = (lambda d, q: dlg.apply_constraints(d.constraints, q)) if fallback else None
@@ -118,8 +148,9 @@ def sample_gatt_replies(model, tok, dialogues: list[dlg.Dialogue], n_candidates:
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         part = [dialogues[i] for i in idx]
-        kept = rejection_sample(ModelSampler(model, tok, part, n_candidates, temperature, max_new, gen),
-                                part, n_candidates, fb, stats)
+        kept = rejection_sample(
+            ModelSampler(model, tok, part, n_candidates, temperature, max_new, gen), part, n_candidates, fb, stats
+        )
         for i, k in zip(idx, kept):
             out[i] = k
         if progress is not None:

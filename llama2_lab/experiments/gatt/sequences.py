@@ -9,8 +9,7 @@ from ...text import chat
 from ...training.sft import Seq
 
 
-def encode_turns(tok, system: str, users: list[str], replies: list[str], sys_turns=(0,),
-                 train_turns=None) -> Seq:
+def encode_turns(tok, system: str, users: list[str], replies: list[str], sys_turns=(0,), train_turns=None) -> Seq:
     """Llama-2-chat ids and loss mask, built pair by pair, as Meta concatenates them (Meta's llama/generation.py).
 
     `system` goes into the user messages of `sys_turns` (turn 0 only = the normal format; every
@@ -33,9 +32,11 @@ def encode_turns(tok, system: str, users: list[str], replies: list[str], sys_tur
         mask += m
     return ids, mask
 
+
 def plain_sequence(tok, d: dlg.Dialogue, n: int) -> Seq:
     """Shared by both arms: the first n turns as plain chat (no system), loss on every reply."""
     return encode_turns(tok, "", [q.text for q in d.questions[:n]], d.plain_replies()[:n], sys_turns=())
+
 
 def baseline_sequence(tok, d: dlg.Dialogue, t: int) -> Seq:
     """Baseline SFT: plain history, then the instruction in the message of turn t (1-based) and the
@@ -44,12 +45,14 @@ def baseline_sequence(tok, d: dlg.Dialogue, t: int) -> Seq:
     replies = d.plain_replies()[: t - 1] + [dlg.apply_constraints(d.constraints, d.questions[t - 1])]
     return encode_turns(tok, d.system, users, replies, sys_turns=(t - 1,), train_turns={t - 1})
 
+
 def gatt_sequence(tok, d: dlg.Dialogue, replies: list[str]) -> Seq:
     """GAtt steps 3-4: instruction in turn 1 only, replies sampled with it everywhere, loss on the
     last reply and its EOS only (the earlier replies would mismatch the system message)."""
     n = len(replies)
     users = [q.text for q in d.questions[:n]]
     return encode_turns(tok, d.system, users, replies, sys_turns=(0,), train_turns={n - 1})
+
 
 def _fit_turns(build, n: int, max_tokens: int) -> tuple[Seq, int]:
     """build(n) with n lowered until the sequence fits max_tokens."""

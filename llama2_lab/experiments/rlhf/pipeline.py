@@ -35,35 +35,38 @@ SFT_DIR, RM_H_DIR, RM_S_DIR = "llama2-lab-tiny-sft", "llama2-lab-tiny-rm-helpful
 @dataclass
 class RlhfConfig:
     """Everything `run_rlhf` depends on (PRESETS: "ship" made the shipped models, "fast" is CI's size)."""
-    base: str | None = None            # pretrained model folder; None = the shipped llama2-lab-tiny
-    sft_from: str | None = None        # an SFT folder written by this pipeline: reuse it and its SFT results
+
+    base: str | None = None  # pretrained model folder; None = the shipped llama2-lab-tiny
+    sft_from: str | None = None  # an SFT folder written by this pipeline: reuse it and its SFT results
     seed: int = 0
-    sft_examples: int = 1200           # demonstrations (the paper: 27,540 annotations [P2 §3.1])
-    sft_epochs: int = 2                # as the paper
+    sft_examples: int = 1200  # demonstrations (the paper: 27,540 annotations [P2 §3.1])
+    sft_epochs: int = 2  # as the paper
     sft_batch: int = 16
-    sft_lr: float = 5e-4               # the paper's 2e-5 is for 7B-70B; a 5M model moves at 5e-4 (as the GAtt chat models do)
-    ablations: bool = True             # also train: loss on every token; a share of wrong answers
+    sft_lr: float = 5e-4  # the paper's 2e-5 is for 7B-70B; a 5M model moves at 5e-4 (as the GAtt chat models do)
+    ablations: bool = True  # also train: loss on every token; a share of wrong answers
     ablation_wrong: tuple[float, ...] = (0.5,)
     eval_prompts: int = 64
-    rm_pairs: int = 960                # helpfulness pairs for training (safety: half)
+    rm_pairs: int = 960  # helpfulness pairs for training (safety: half)
     rm_test_pairs: int = 300
-    rm_epochs: int = 1                 # one epoch, as the paper
+    rm_epochs: int = 1  # one epoch, as the paper
     rm_batch: int = 16
     rm_lr: float = 1e-4
     margins: str = "small"
-    margin_ablation: bool = False      # also a helpfulness RM without margins, for the comparison
+    margin_ablation: bool = False  # also a helpfulness RM without margins, for the comparison
     bon_prompts: int = 16
     bon_n: int = 16
     bon_temperatures: tuple[float, ...] = (0.7, 1.0, 1.3)
     ppo_prompts: int = 400
     betas: tuple[float, ...] = (0.0, 0.01, 0.1)
-    ppo: rlhf.PPOConfig = field(default_factory=lambda: rlhf.PPOConfig(iterations=24, batch_size=16, minibatch=8, lr=1e-4))
+    ppo: rlhf.PPOConfig = field(
+        default_factory=lambda: rlhf.PPOConfig(iterations=24, batch_size=16, minibatch=8, lr=1e-4)
+    )
     ppo_eval_every: int = 0
     dpo_steps: int = 40
     dpo_beta: float = 0.1
     max_new: int = 32
     threads: int | None = 1
-    out_dir: str | None = None         # None = assets/models beside the package
+    out_dir: str | None = None  # None = assets/models beside the package
     progress: bool = True
 
     def to_dict(self) -> dict:
@@ -72,10 +75,23 @@ class RlhfConfig:
 
 PRESETS = {
     "ship": RlhfConfig(),
-    "fast": RlhfConfig(sft_examples=320, ablations=False, eval_prompts=24, rm_pairs=192, rm_test_pairs=96,
-                       margin_ablation=False, bon_prompts=4, bon_n=8, bon_temperatures=(1.0,), ppo_prompts=32,
-                       betas=(0.0, 0.01), ppo=rlhf.PPOConfig(iterations=2, batch_size=8, minibatch=4, lr=5e-5),
-                       ppo_eval_every=0, dpo_steps=2, max_new=24),
+    "fast": RlhfConfig(
+        sft_examples=320,
+        ablations=False,
+        eval_prompts=24,
+        rm_pairs=192,
+        rm_test_pairs=96,
+        margin_ablation=False,
+        bon_prompts=4,
+        bon_n=8,
+        bon_temperatures=(1.0,),
+        ppo_prompts=32,
+        betas=(0.0, 0.01),
+        ppo=rlhf.PPOConfig(iterations=2, batch_size=8, minibatch=4, lr=5e-5),
+        ppo_eval_every=0,
+        dpo_steps=2,
+        max_new=24,
+    ),
 }
 
 
@@ -85,6 +101,7 @@ def models_dir(cfg: RlhfConfig) -> Path:
 
 def _bar(cfg: RlhfConfig, total: int, desc: str):
     from tqdm.auto import tqdm
+
     return tqdm(total=total, desc=desc, disable=not cfg.progress, leave=False)
 
 
@@ -135,7 +152,9 @@ def run_rlhf(cfg: RlhfConfig | str = "ship") -> dict:
         sft, losses = train_sft_model(base, tok, cfg)
         res["sft"]["sft"], sft_replies = judge(sft, tok, eval_ps, cfg)
         res["sft_losses"] = losses
-        res["examples"] = [{"prompt": p.text, "base": b, "sft": s} for p, b, s in list(zip(eval_ps, base_replies, sft_replies))[:8]]
+        res["examples"] = [
+            {"prompt": p.text, "base": b, "sft": s} for p, b, s in list(zip(eval_ps, base_replies, sft_replies))[:8]
+        ]
         if cfg.ablations:
             m, _ = train_sft_model(base, tok, cfg, masked=False, desc="SFT, loss on every token")
             res["sft"]["sft_unmasked"] = judge(m, tok, eval_ps, cfg)[0]
@@ -148,7 +167,9 @@ def run_rlhf(cfg: RlhfConfig | str = "ship") -> dict:
     # 2. Reward models ------------------------------------------------------------------------------
     t1 = time.time()
     rms, res["rm"] = {}, {}
-    specs = [("helpfulness", cfg.margins), ("safety", cfg.margins)] + ([("helpfulness", "none")] if cfg.margin_ablation else [])
+    specs = [("helpfulness", cfg.margins), ("safety", cfg.margins)] + (
+        [("helpfulness", "none")] if cfg.margin_ablation else []
+    )
     for kind, margins in specs:
         n = cfg.rm_pairs if kind == "helpfulness" else cfg.rm_pairs // 2
         train = prefs.make_pairs(cfg.seed + (10 if kind == "helpfulness" else 20), n, kind)
@@ -156,15 +177,21 @@ def run_rlhf(cfg: RlhfConfig | str = "ship") -> dict:
         rm = reward.reward_model_from(sft)
         steps = cfg.rm_epochs * (len(train) // cfg.rm_batch)
         with _bar(cfg, steps, f"{kind} RM, margins {margins}") as bar:
-            rm_losses = reward.train_reward_model(rm, tok, train, margins, cfg.rm_epochs, cfg.rm_batch, cfg.rm_lr,
-                                                  cfg.seed, progress=bar)
+            rm_losses = reward.train_reward_model(
+                rm, tok, train, margins, cfg.rm_epochs, cfg.rm_batch, cfg.rm_lr, cfg.seed, progress=bar
+            )
         rc, rr = reward.pair_scores(rm, tok, test)
-        res["rm"][f"{kind}/{margins}"] = {"accuracy": reward.accuracy_by_rating(rc, rr, test), "losses": rm_losses,
-                                          "train_pairs": len(train), "test_pairs": len(test)}
+        res["rm"][f"{kind}/{margins}"] = {
+            "accuracy": reward.accuracy_by_rating(rc, rr, test),
+            "losses": rm_losses,
+            "train_pairs": len(train),
+            "test_pairs": len(test),
+        }
         if margins == cfg.margins:
             # anchor σ(score) = 0.5 at the mean score of the pairs' replies (the level is arbitrary)
             res["rm"][f"{kind}/{margins}"]["calibration_shift"] = reward.calibrate(
-                rm, tok, [p.prompt for p in train] * 2, [p.chosen for p in train] + [p.rejected for p in train])
+                rm, tok, [p.prompt for p in train] * 2, [p.chosen for p in train] + [p.rejected for p in train]
+            )
             rms[kind] = rm
     times["reward_models"] = time.time() - t1
 
@@ -179,16 +206,25 @@ def run_rlhf(cfg: RlhfConfig | str = "ship") -> dict:
     res["best_of_n"] = {}
     for temp in cfg.bon_temperatures:
         with _bar(cfg, cfg.bon_prompts * cfg.bon_n, f"best-of-{cfg.bon_n} at T={temp}") as bar:
-            s = rlhf.sample_replies(sft, tok, bon_ps, cfg.bon_n, temp, 1.0, cfg.max_new, seed=cfg.seed + 1, progress=bar)
+            s = rlhf.sample_replies(
+                sft, tok, bon_ps, cfg.bon_n, temp, 1.0, cfg.max_new, seed=cfg.seed + 1, progress=bar
+            )
         learned = combined(s.all_prompts(), s.texts).view(cfg.bon_prompts, cfg.bon_n)
-        true = torch.tensor([prefs.true_reward(p, t) for p, t in zip(s.all_prompts(), s.texts)]).view(cfg.bon_prompts, cfg.bon_n)
+        true = torch.tensor([prefs.true_reward(p, t) for p, t in zip(s.all_prompts(), s.texts)]).view(
+            cfg.bon_prompts, cfg.bon_n
+        )
         curve = rlhf.best_of_n_curve(learned)
         pick = rlhf.best_of_n(learned)
-        curve["true_of_best"] = [float(true[torch.arange(cfg.bon_prompts), rlhf.best_of_n(learned[:, :n])].mean())
-                                 for n in curve["n"]]
+        curve["true_of_best"] = [
+            float(true[torch.arange(cfg.bon_prompts), rlhf.best_of_n(learned[:, :n])].mean()) for n in curve["n"]
+        ]
         curve["true_mean"] = float(true.mean())
-        curve["example"] = {"prompt": bon_ps[0].text, "replies": s.texts[: cfg.bon_n],
-                            "rewards": learned[0].tolist(), "best": int(pick[0])}
+        curve["example"] = {
+            "prompt": bon_ps[0].text,
+            "replies": s.texts[: cfg.bon_n],
+            "rewards": learned[0].tolist(),
+            "best": int(pick[0]),
+        }
         res["best_of_n"][str(temp)] = curve
     times["best_of_n"] = time.time() - t1
 
@@ -200,12 +236,24 @@ def run_rlhf(cfg: RlhfConfig | str = "ship") -> dict:
         policy = rlhf.copy_model(sft)
         pcfg = replace(cfg.ppo, beta=beta, seed=cfg.seed, max_new=cfg.max_new)
         with _bar(cfg, pcfg.iterations, f"PPO β={beta}") as bar:
-            hist = rlhf.run_ppo(policy, sft, tok, rl_ps, combined, pcfg, progress=bar,
-                                eval_prompts=eval_ps, eval_every=cfg.ppo_eval_every)
+            hist = rlhf.run_ppo(
+                policy,
+                sft,
+                tok,
+                rl_ps,
+                combined,
+                pcfg,
+                progress=bar,
+                eval_prompts=eval_ps,
+                eval_every=cfg.ppo_eval_every,
+            )
         final, texts = judge(policy, tok, eval_ps, cfg)
         final["reward"] = float(combined(eval_ps, texts).mean())
-        res["ppo"][str(beta)] = {"history": hist, "final": final,
-                                 "examples": [{"prompt": p.text, "reply": t} for p, t in list(zip(eval_ps, texts))[:8]]}
+        res["ppo"][str(beta)] = {
+            "history": hist,
+            "final": final,
+            "examples": [{"prompt": p.text, "reply": t} for p, t in list(zip(eval_ps, texts))[:8]],
+        }
     sft_eval = res["sft"]["sft"]
     sft_eval["reward"] = float(combined(eval_ps, sft_replies).mean())
     times["ppo"] = time.time() - t1
@@ -214,16 +262,27 @@ def run_rlhf(cfg: RlhfConfig | str = "ship") -> dict:
     t1 = time.time()
     dpo = rlhf.copy_model(sft)
     with _bar(cfg, cfg.dpo_steps, "DPO") as bar:
-        dpo_losses = rlhf.train_dpo(dpo, sft, tok, prefs.make_pairs(cfg.seed + 10, cfg.rm_pairs), cfg.dpo_steps,
-                                    beta=cfg.dpo_beta, seed=cfg.seed, progress=bar)
+        dpo_losses = rlhf.train_dpo(
+            dpo,
+            sft,
+            tok,
+            prefs.make_pairs(cfg.seed + 10, cfg.rm_pairs),
+            cfg.dpo_steps,
+            beta=cfg.dpo_beta,
+            seed=cfg.seed,
+            progress=bar,
+        )
     final, texts = judge(dpo, tok, eval_ps, cfg)
     final["reward"] = float(combined(eval_ps, texts).mean())
     res["dpo"] = {"losses": dpo_losses, "final": final}
     times["dpo"] = time.time() - t1
     times["total"] = time.time() - t0
     res["times"] = times
-    res["hardware"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                       "torch": torch.__version__}
+    res["hardware"] = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
     out = models_dir(cfg)
     write_outputs(out, cfg, tok, sft, rms, res)
@@ -246,7 +305,9 @@ def add_rlhf_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`llama2-lab rlhf` options."""
     ap.add_argument("--fast", action="store_true", help="CI size (under a minute of CPU), not the shipped run")
     ap.add_argument("--out", default=None, help="output folder (default: assets/models)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a busy machine more threads wait on each other)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: on a busy machine more threads wait on each other)"
+    )
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--sft-from", default=None, help="reuse this SFT folder (and its SFT results) instead of step 1")
     return ap
@@ -254,11 +315,23 @@ def add_rlhf_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_from_args(a: argparse.Namespace) -> int:
     """Train the SFT model and both reward models, run best-of-N, PPO and DPO; print the headline."""
-    cfg = replace(PRESETS["fast" if a.fast else "ship"], out_dir=a.out, threads=a.threads, progress=not a.no_progress,
-                  sft_from=a.sft_from)
+    cfg = replace(
+        PRESETS["fast" if a.fast else "ship"],
+        out_dir=a.out,
+        threads=a.threads,
+        progress=not a.no_progress,
+        sft_from=a.sft_from,
+    )
     res = run_rlhf(cfg)
-    print(json.dumps({"sft": {k: round(v["accuracy"], 3) for k, v in res["sft"].items()},
-                      "times_s": {k: round(v) for k, v in res["times"].items()}}, indent=1))
+    print(
+        json.dumps(
+            {
+                "sft": {k: round(v["accuracy"], 3) for k, v in res["sft"].items()},
+                "times_s": {k: round(v) for k, v in res["times"].items()},
+            },
+            indent=1,
+        )
+    )
     return 0
 
 
