@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from llama2_lab.core import calc
 from llama2_lab.core.config import ModelArgs
 from llama2_lab.course import viz, widgets
+from llama2_lab.course.attention_views import attention_heatmap
 
 torch.set_num_threads(1)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -43,14 +44,14 @@ def _bar_heights(fig: Figure, axis: int) -> np.ndarray:
         lambda: viz.gqa_groups(8, 2),
         lambda: viz.kv_cache_memory(4, {1: 10.0, 2: None, 4: 8.0, 8: 5.0}),
         lambda: viz.param_breakdown("llama2-70b"),
-        lambda: viz.attention_heatmap(torch.rand(4, 6), list("abcdef")),
+        lambda: attention_heatmap(torch.softmax(torch.rand(6, 6), -1), list("abcdef"), title="attention"),
     ],
 )
 def test_viz_figures_render(make):
     fig = make()
     assert isinstance(fig, Figure) and fig.axes
     assert all(ax.get_title() for ax in fig.axes if ax.get_label() != "<colorbar>")
-    assert viz.figure_to_png(fig).startswith(PNG_MAGIC)
+    assert viz.figure_png(fig).startswith(PNG_MAGIC)
 
 
 def test_norm_invariance_data_teaches_the_invariances():

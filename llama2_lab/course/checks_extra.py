@@ -37,8 +37,8 @@ from .. import inference as _gen
 from ..core.config import ModelArgs
 from ..core.transformer import Transformer
 from ..text import chat as _chat
-from .checks import CheckResult, _Case, _exception_hint, _Mistake, _run_cases, use
-from .checks import CheckResult as _BaseResult
+from .checks.harness import CheckResult, _Case, _exception_hint, _Mistake, _run_cases, use
+from .checks.harness import CheckResult as _BaseResult
 
 __all__ = [
     "CheckResult",

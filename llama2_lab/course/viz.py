@@ -12,7 +12,6 @@ plots, so tests and notebooks can assert on them.
     gqa_groups(n_heads, n_kv_heads)         which query heads share which KV head             (05)
     kv_cache_memory(n_kv_heads, measured)   KV-cache bytes vs context for 7B/70B shapes       (05)
     param_breakdown(name_or_args)           parameter count by component                      (00)
-    attention_heatmap(probs, tokens)        one (T, S) attention pattern                       (05, 08)
 """
 
 from __future__ import annotations
@@ -73,12 +72,18 @@ def _figure(ncols: int = 1, width: float = 4.2, height: float = 3.4, nrows: int 
     return fig, axes
 
 
-def figure_to_png(fig: Figure, dpi: int = 90) -> bytes:
-    """PNG bytes of a figure (what widgets show and what a static renderer falls back to)."""
+def figure_png(fig: Figure, dpi: int | None = None) -> bytes:
+    """PNG bytes of a figure, through the Agg canvas (no pyplot, so nothing is shown twice in a notebook).
+
+    The one PNG helper of the course: widgets show these bytes, and a static renderer falls back to them.
+    """
     import io
 
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, facecolor="white")
     return buf.getvalue()
 
 
@@ -93,7 +98,7 @@ def _register_png_formatter() -> None:
         return
     png = ip.display_formatter.formatters.get("image/png")
     if png is not None and not _has_png_formatter(png):
-        png.for_type(Figure, figure_to_png)
+        png.for_type(Figure, lambda fig: figure_png(fig, dpi=90))
 
 
 def _has_png_formatter(png) -> bool:
@@ -385,35 +390,6 @@ def kv_cache_memory(
         ax2.set_xlabel("n_kv_heads (tiny model, 8 query heads)")
         ax2.set_ylabel("decode tokens / s (this machine)")
         ax2.set_title(measured_title)
-    return fig
-
-
-def attention_heatmap(probs, tokens=None, title: str = "attention", ax=None, cmap: str = "viridis"):
-    """Heatmap of one (T, S) pattern; rows are queries, columns keys. Returns the Figure."""
-    p = probs.detach().float().cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs, dtype=float)
-    if p.ndim != 2:
-        raise ValueError(f"attention_heatmap takes one (T, S) pattern, got shape {p.shape}; pick a layer and head.")
-    if ax is None:
-        fig, (ax,) = _figure(
-            1,
-            min(7.0, 2.6 + 0.35 * p.shape[1]),
-            min(6.5, 2.2 + 0.35 * p.shape[0]),
-            left=0.2,
-            right=0.95,
-            bottom=0.25,
-            top=0.88,
-        )
-    else:
-        fig = ax.figure
-    im = ax.imshow(p, cmap=cmap, vmin=0.0, aspect="auto")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    if tokens is not None:
-        T, S = p.shape
-        ax.set_xticks(range(S), [str(t) for t in tokens[-S:]], rotation=90, fontsize=8)
-        ax.set_yticks(range(T), [str(t) for t in tokens[-T:]], fontsize=8)
-    ax.set_xlabel("key position")
-    ax.set_ylabel("query position")
-    ax.set_title(title)
     return fig
 
 

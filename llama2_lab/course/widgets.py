@@ -101,7 +101,7 @@ class Explorer:
     def redraw(self) -> None:
         start = time.perf_counter()
         self.figure = self._draw(**self.values)
-        self.png = viz.figure_to_png(self.figure)
+        self.png = viz.figure_png(self.figure, dpi=90)
         self.image.value = self.png
         self.last_update_s = time.perf_counter() - start
 
