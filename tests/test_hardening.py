@@ -589,3 +589,50 @@ def test_config_explorer_names_an_unknown_preset():
 
     with pytest.raises(ExplorerError, match=r"unknown preset 'llama2-8b'.*llama2-7b"):
         ConfigExplorer("llama2-8b")
+
+
+@pytest.mark.parametrize(
+    "patterns, word",
+    [
+        ({0: np.zeros((2, 0, 0))}, "empty"),
+        ({0: np.full((2, 3, 3), np.nan)}, "NaN"),
+        ({0: -np.ones((2, 3, 3))}, "negative"),
+        ({}, "no attention patterns"),
+    ],
+)
+def test_attention_explorer_refuses_patterns_it_cannot_show(patterns, word):
+    from llama2_lab.course.explorer import AttentionExplorer, ExplorerError
+
+    S = next(iter(patterns.values())).shape[-1] if patterns else 3
+    with pytest.raises(ExplorerError, match=word):
+        AttentionExplorer(patterns, [f"t{i}" for i in range(S)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [({"n_kv_heads": 3}, "divide"), ({"max_cells": 0}, "max_cells"), ({"n_kv_heads": "2"}, "n_kv_heads")],
+)
+def test_attention_explorer_refuses_bad_settings_when_made(kwargs, word):
+    from llama2_lab.course.explorer import AttentionExplorer, ExplorerError
+
+    p = np.tril(np.ones((4, 5, 5))) / np.arange(1, 6)[:, None]
+    with pytest.raises(ExplorerError, match=word):
+        AttentionExplorer({0: p}, list("abcde"), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**64}, "seed"),
+        ({"top_n": 0}, "top_n"),
+        ({"prompt": "bad \udcff"}, "UTF-8|surrogate|position"),
+    ],
+)
+def test_sampling_playground_refuses_bad_settings_when_made(kwargs, word):
+    from llama2_lab import default_model_path, load_model, load_tokenizer
+    from llama2_lab.course.explorer import ExplorerError, SamplingPlayground
+
+    model, tok = load_model(default_model_path()), load_tokenizer(default_model_path())
+    with pytest.raises(ExplorerError, match=word):
+        SamplingPlayground(model, tok, **kwargs)

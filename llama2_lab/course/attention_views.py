@@ -384,6 +384,15 @@ def _normalise_patterns(patterns: Mapping) -> dict[int, np.ndarray]:
                 f"layer {i} attention must be (n_heads, S, S) or (1, n_heads, S, S), got {a.shape}. "
                 "Record it with model.run_with_cache(tokens) or generate(..., record_attention=True)."
             )
+        if a.shape[1] == 0:
+            raise ExplorerError(f"layer {i} attention is empty (S = 0): record it on at least one token.")
+        if not np.isfinite(a).all():
+            raise ExplorerError(
+                f"layer {i} attention holds NaN or infinite values: the logits that produced it were not "
+                "finite (a corrupt checkpoint, or a float16 overflow); check the model before exploring it."
+            )
+        if (a < 0).any():
+            raise ExplorerError(f"layer {i} attention has negative weights: these are not softmax probabilities.")
         out[i] = a
     if not out:
         raise ExplorerError(

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..utils.validate import check_int
 from .attention_views import (
     GROUP_COLOURS,
     VIEWS,
@@ -54,12 +55,17 @@ class AttentionExplorer(_LiveView):
         self.layers = list(self.patterns)
         self.n_heads, self.S, _ = next(iter(self.patterns.values())).shape
         self.tokens = _check_tokens(tokens, self.S)
-        self.n_kv_heads = self.n_heads if n_kv_heads is None else int(n_kv_heads)
+        self.n_kv_heads = (
+            self.n_heads if n_kv_heads is None else check_int("n_kv_heads", n_kv_heads, 1, error=ExplorerError)
+        )
+        if self.n_heads % self.n_kv_heads:
+            raise ExplorerError(f"n_kv_heads={self.n_kv_heads} must divide the {self.n_heads} heads of the pattern.")
         self.groups = kv_groups(self.n_heads, self.n_kv_heads)
+        n_prompt = check_int("n_prompt", n_prompt, 0, error=ExplorerError, allow_none=True)
         if n_prompt is not None and not 0 <= n_prompt <= self.S:
             raise ExplorerError(f"n_prompt={n_prompt} must be between 0 and the {self.S} tokens.")
         self.n_prompt = n_prompt
-        self.max_cells = max_cells
+        self.max_cells = check_int("max_cells", max_cells, 1, error=ExplorerError)
         self.title = title
         self.state = {
             "layer": self.layers[0],

@@ -10,6 +10,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..inference.sampling import MAX_SEED
+from ..text.tokenizer import check_text
+from ..utils.validate import check_int
 from .attention_views import GENERATED_COLOUR, ExplorerError, _LiveView, _to_numpy, display_token
 from .viz import figure_png
 
@@ -107,7 +110,9 @@ class SamplingPlayground(_LiveView):
         seed: int = 0,
         top_n: int = 15,
     ):
-        self.model, self.tokenizer, self.seed, self.top_n = model, tokenizer, seed, top_n
+        self.model, self.tokenizer = model, tokenizer
+        self.seed = check_int("seed", seed, 0, maximum=MAX_SEED, error=ExplorerError)
+        self.top_n = check_int("top_n", top_n, 1, error=ExplorerError)
         self.temperature, self.top_k, self.top_p = _sampler_settings(temperature, top_k, top_p)
         self.model_calls = 0
         self._logits: dict[tuple, torch.Tensor] = {}
@@ -126,7 +131,10 @@ class SamplingPlayground(_LiveView):
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise ExplorerError(f"prompt must be a str, got {type(prompt).__name__}.")
-            self.prompt = prompt
+            try:
+                self.prompt = check_text(prompt, "the prompt")
+            except ValueError as e:
+                raise ExplorerError(str(e)) from None
         self.ids = self.tokenizer.encode(self.prompt, bos=True)
         self.n_prompt = len(self.ids)
         self._generator = torch.Generator().manual_seed(self.seed)
