@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from llama2_lab import inference as G
-from llama2_lab.course import checks_extra as X
+from llama2_lab.course import checks
+from llama2_lab.course.checks import builds as builds_checks
+from llama2_lab.course.checks import chat as chat_checks
+from llama2_lab.course.checks import gatt as gatt_checks
+from llama2_lab.course.checks import harness as harness_checks
+from llama2_lab.course.checks import sampling as sampling_checks
+from llama2_lab.course.checks import training as training_checks
 from llama2_lab.experiments import gatt
 from llama2_lab.text import chat
 
@@ -16,24 +22,24 @@ def _todo(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def tok():
-    return X._default_tokenizer()
+    return builds_checks._default_tokenizer()
 
 
 def test_use_and_not_written(capsys, tok):
-    r = X.check_chat_encoder(_todo, tok)
+    r = checks.check_chat_encoder(_todo, tok)
     assert not r.passed and r.not_written
     out = capsys.readouterr().out
     assert out.strip() == (
         "chat encoder: not written yet — fill in the TODO cell above; the rest of this notebook "
         "uses the package's chat encoder."
     )
-    assert X.use(r, "mine", "package", "chat encoder") == "package"
+    assert checks.use(r, "mine", "package", "chat encoder") == "package"
     assert capsys.readouterr().out.strip() == "Using the package's chat encoder (yours is not written yet)."
-    bad = X.check_chat_encoder(X._chat_variant("no_eos"), tok, verbose=False)
-    assert X.use(bad, "mine", "package", "chat encoder") == "package"
+    bad = checks.check_chat_encoder(chat_checks._chat_variant("no_eos"), tok, verbose=False)
+    assert checks.use(bad, "mine", "package", "chat encoder") == "package"
     assert "did not pass its check" in capsys.readouterr().out
-    good = X.check_chat_encoder(chat.encode_dialog, tok, verbose=False)
-    assert X.use(good, "mine", "package", "chat encoder") == "mine"
+    good = checks.check_chat_encoder(chat.encode_dialog, tok, verbose=False)
+    assert checks.use(good, "mine", "package", "chat encoder") == "mine"
     assert capsys.readouterr().out.strip() == "Using your chat encoder."
 
 
@@ -41,35 +47,37 @@ def test_a_real_error_is_not_not_written(tok):
     def broken(tokenizer, dialog):
         return [tokenizer.bos_id] + undefined_name  # noqa: F821
 
-    r = X.check_chat_encoder(broken, tok, verbose=False)
+    r = checks.check_chat_encoder(broken, tok, verbose=False)
     assert not r.passed and not r.not_written and r.mistake == "exception" and "NameError" in r.hint
 
 
-@pytest.mark.parametrize("key", [k for k, _ in X._CHAT_MISTAKES])
+@pytest.mark.parametrize("key", [k for k, _ in chat_checks._CHAT_MISTAKES])
 def test_chat_encoder_mistakes(tok, key):
-    assert X.check_chat_encoder(chat.encode_dialog, tok, verbose=False).passed
-    r = X.check_chat_encoder(X._chat_variant(key), tok, verbose=False)
+    assert checks.check_chat_encoder(chat.encode_dialog, tok, verbose=False).passed
+    r = checks.check_chat_encoder(chat_checks._chat_variant(key), tok, verbose=False)
     assert not r.passed and r.mistake == key
 
 
 def test_sampling_filters():
-    assert X.check_temperature(lambda l, T: torch.softmax(l / T, -1), verbose=False).passed
-    assert X.check_temperature(lambda l, T: torch.softmax(l, -1) / T, verbose=False).mistake == "after_softmax"
-    assert X.check_temperature(lambda l, T: torch.softmax(l * T, -1), verbose=False).mistake == "times_T"
-    assert X.check_temperature(_todo, verbose=False).not_written
-    assert X.check_top_k(G.top_k_filter, verbose=False).passed
+    assert checks.check_temperature(lambda l, T: torch.softmax(l / T, -1), verbose=False).passed
+    assert checks.check_temperature(lambda l, T: torch.softmax(l, -1) / T, verbose=False).mistake == "after_softmax"
+    assert checks.check_temperature(lambda l, T: torch.softmax(l * T, -1), verbose=False).mistake == "times_T"
+    assert checks.check_temperature(_todo, verbose=False).not_written
+    assert checks.check_top_k(G.top_k_filter, verbose=False).passed
 
     def exactly_k(l, k):
         idx = torch.topk(l, min(k, l.shape[-1]), -1).indices
         return l.masked_fill(~torch.zeros_like(l, dtype=torch.bool).scatter(-1, idx, True), float("-inf"))
 
-    assert X.check_top_k(exactly_k, verbose=False).mistake == "ties_dropped"
+    assert checks.check_top_k(exactly_k, verbose=False).mistake == "ties_dropped"
     zeros = lambda l, k: l.masked_fill(l < torch.topk(l, min(k, l.shape[-1]), -1).values[..., -1:], 0.0)
-    assert X.check_top_k(zeros, verbose=False).mistake == "zero_not_inf"
-    assert X.check_top_p(G.top_p_filter, verbose=False).passed
+    assert checks.check_top_k(zeros, verbose=False).mistake == "zero_not_inf"
+    assert checks.check_top_p(G.top_p_filter, verbose=False).passed
     for key in ("drops_crossing", "no_renorm", "sorted_order", "ascending"):
-        f = X._topp_variant(key)
-        r = X.check_top_p(lambda p, pp, f=f: f(X._Case("", torch.float32, {"probs": p, "p": pp})), verbose=False)
+        f = sampling_checks._topp_variant(key)
+        r = checks.check_top_p(
+            lambda p, pp, f=f: f(harness_checks._Case("", torch.float32, {"probs": p, "p": pp})), verbose=False
+        )
         assert r.mistake == key
 
 
@@ -95,7 +103,7 @@ def _good_generate(model, prompt_ids, n, temperature=0.0, top_k=None, top_p=None
 
 
 def test_generate_check():
-    assert X.check_generate(_good_generate, verbose=False).passed
+    assert checks.check_generate(_good_generate, verbose=False).passed
 
     def no_cache(model, prompt_ids, n, **kw):
         ids, out = list(prompt_ids), []
@@ -104,7 +112,7 @@ def test_generate_check():
             ids.append(out[-1])
         return out
 
-    assert X.check_generate(no_cache, verbose=False).mistake == "no_cache"
+    assert checks.check_generate(no_cache, verbose=False).mistake == "no_cache"
 
     def off_by_one(model, prompt_ids, n, **kw):
         cache = model.new_cache(batch_size=1, max_len=len(prompt_ids) + n + 1)
@@ -116,31 +124,33 @@ def test_generate_check():
                 logits = model(torch.tensor([[out[-1]]]), start_pos=len(prompt_ids) + step + 1, cache=cache)[0, -1]
         return out
 
-    assert X.check_generate(off_by_one, verbose=False).mistake == "start_pos"
-    assert X.check_generate(_todo, verbose=False).not_written
+    assert checks.check_generate(off_by_one, verbose=False).mistake == "start_pos"
+    assert checks.check_generate(_todo, verbose=False).not_written
 
 
-@pytest.mark.parametrize("key", [k for k, _ in X._LOSS_MISTAKES])
+@pytest.mark.parametrize("key", [k for k, _ in training_checks._LOSS_MISTAKES])
 def test_masked_loss_mistakes(key):
-    assert X.check_masked_loss(lambda m, r, mm: X._loss_reference(m, r, mm), verbose=False).passed
-    r = X.check_masked_loss(lambda m, rows, mask: X._loss_reference(m, rows, mask, key), verbose=False)
+    assert checks.check_masked_loss(lambda m, r, mm: training_checks._loss_reference(m, r, mm), verbose=False).passed
+    r = checks.check_masked_loss(
+        lambda m, rows, mask: training_checks._loss_reference(m, rows, mask, key), verbose=False
+    )
     assert r.mistake == key
 
 
-@pytest.mark.parametrize("key", [k for k, _ in X._STEP_MISTAKES])
+@pytest.mark.parametrize("key", [k for k, _ in training_checks._STEP_MISTAKES])
 def test_train_step_mistakes(key):
-    r = X.check_train_step(lambda *a: X._step_reference(*a, kind=key), verbose=False)
+    r = checks.check_train_step(lambda *a: training_checks._step_reference(*a, kind=key), verbose=False)
     assert not r.passed and r.mistake == key
 
 
 def test_train_step_passes():
-    assert X.check_train_step(X._step_reference, verbose=False).passed
-    assert X.check_train_step(_todo, verbose=False).not_written
+    assert checks.check_train_step(training_checks._step_reference, verbose=False).passed
+    assert checks.check_train_step(_todo, verbose=False).not_written
 
 
-@pytest.mark.parametrize("key", [k for k, _ in X._GATT_MISTAKES])
+@pytest.mark.parametrize("key", [k for k, _ in gatt_checks._GATT_MISTAKES])
 def test_gatt_sequence_mistakes(tok, key):
     good = lambda t, s, u, r: gatt.encode_turns(t, s, u, r, sys_turns=(0,), train_turns={len(r) - 1})
-    assert X.check_gatt_sequence(good, tok, verbose=False).passed
-    r = X.check_gatt_sequence(lambda t, s, u, rr: X._gatt_variant(t, key, s, u, rr), tok, verbose=False)
+    assert checks.check_gatt_sequence(good, tok, verbose=False).passed
+    r = checks.check_gatt_sequence(lambda t, s, u, rr: gatt_checks._gatt_variant(t, key, s, u, rr), tok, verbose=False)
     assert r.mistake == key

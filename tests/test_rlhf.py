@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from llama2_lab.core.config import ModelArgs
 from llama2_lab.core.transformer import Transformer
 from llama2_lab.corpora import preferences as prefs
-from llama2_lab.course import checks_rlhf
+from llama2_lab.course import checks
 from llama2_lab.experiments import gatt
 from llama2_lab.formats import default_model_path, load_tokenizer
 from llama2_lab.text import chat
@@ -292,17 +292,17 @@ def test_ppo_and_dpo_move_the_policy(small, tok):
 
 # --- checks --------------------------------------------------------------------------------------
 def test_checks_pass_the_package_and_name_mistakes():
-    assert checks_rlhf.check_ranking_loss(reward.ranking_loss, verbose=False).passed
-    res = checks_rlhf.check_ranking_loss(lambda c, r, m: -F.logsigmoid(c - r + m).mean(), verbose=False)
+    assert checks.check_ranking_loss(reward.ranking_loss, verbose=False).passed
+    res = checks.check_ranking_loss(lambda c, r, m: -F.logsigmoid(c - r + m).mean(), verbose=False)
     assert not res.passed and res.mistake == "margin_added"
-    res = checks_rlhf.check_ranking_loss(lambda c, r, m: -F.logsigmoid(c - r).mean(), verbose=False)
+    res = checks.check_ranking_loss(lambda c, r, m: -F.logsigmoid(c - r).mean(), verbose=False)
     assert not res.passed and res.mistake == "no_margin"
-    assert checks_rlhf.check_best_of_n(rlhf.best_of_n, verbose=False).passed
-    assert checks_rlhf.check_best_of_n(lambda r: r.argmin(-1), verbose=False).mistake == "argmin"
-    assert checks_rlhf.check_kl_penalised_reward(rlhf.kl_penalised_reward, verbose=False).passed
-    res = checks_rlhf.check_kl_penalised_reward(lambda r, lp, lr, m, b: r - b * (lp - lr).sum(-1), verbose=False)
+    assert checks.check_best_of_n(rlhf.best_of_n, verbose=False).passed
+    assert checks.check_best_of_n(lambda r: r.argmin(-1), verbose=False).mistake == "argmin"
+    assert checks.check_kl_penalised_reward(rlhf.kl_penalised_reward, verbose=False).passed
+    res = checks.check_kl_penalised_reward(lambda r, lp, lr, m, b: r - b * (lp - lr).sum(-1), verbose=False)
     assert res.mistake == "no_mask"
-    res = checks_rlhf.check_kl_penalised_reward(lambda r, lp, lr, m, b: r - b * ((lr - lp) * m).sum(-1), verbose=False)
+    res = checks.check_kl_penalised_reward(lambda r, lp, lr, m, b: r - b * ((lr - lp) * m).sum(-1), verbose=False)
     assert res.mistake == "kl_sign"
 
 

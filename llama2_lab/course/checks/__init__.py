@@ -43,16 +43,24 @@ check_greedy        ``fn(model, ids, max_new_tokens, eos_id)`` -> the new ids (l
 When no known mistake matches a block's or model's output, the check feeds the learner's own
 sub-layers the package's intermediate values and says which step differs.
 
-The checks live in one module per component (harness, norm, rope, ffn, attention, block, model).
+The checks live in one module per build: harness (what they share), norm, rope, ffn, attention, block,
+model (notebooks 02-06); builds (what the later ones share), chat (01), training (07), sampling and
+generation (08), rlhf (10-11), gatt (12).
 """
 
 from .attention import check_attention, check_repeat_kv
 from .block import check_block
+from .chat import check_chat_encoder
 from .ffn import check_swiglu
+from .gatt import check_gatt_sequence
+from .generation import check_generate
 from .harness import CheckResult, check_answer, use
 from .model import check_greedy, check_model
 from .norm import check_rmsnorm
+from .rlhf import check_best_of_n, check_kl_penalised_reward, check_ranking_loss
 from .rope import check_rope
+from .sampling import check_temperature, check_top_k, check_top_p
+from .training import check_masked_loss, check_train_step, reference_masked_loss, reference_train_step
 
 __all__ = [
     "CheckResult",
@@ -66,6 +74,19 @@ __all__ = [
     "check_attention",
     "check_block",
     "check_model",
+    "check_chat_encoder",
+    "check_gatt_sequence",
+    "check_generate",
+    "check_best_of_n",
+    "check_kl_penalised_reward",
+    "check_ranking_loss",
+    "check_temperature",
+    "check_top_k",
+    "check_top_p",
+    "check_masked_loss",
+    "check_train_step",
+    "reference_masked_loss",
+    "reference_train_step",
 ]
 
 # Helpers the tests reach into (not part of the API).

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..training import reward as _reward
-from ..training import rlhf as _rlhf
-from .checks.harness import CheckResult, _Case, _Mistake, _run
+from ...training import reward as _reward
+from ...training import rlhf as _rlhf
+from .harness import CheckResult, _Case, _Mistake, _run
 
 __all__ = ["check_best_of_n", "check_kl_penalised_reward", "check_ranking_loss"]
 
