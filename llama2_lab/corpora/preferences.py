@@ -36,7 +36,7 @@ from . import dialogues as dlg
 from . import stories as data
 
 # --------------------------------------------------------------------------------------------
-# Prompts: the checkable questions of dialogs.py, and a few safety-tagged ones
+# Prompts: the checkable questions of dialogues.py, and a few safety-tagged ones
 # --------------------------------------------------------------------------------------------
 SAFETY_ANIMALS = ("cat", "dog", "bird", "duck", "frog", "bunny")
 KINDS = (*dlg.KINDS, "unsafe")

@@ -1,6 +1,6 @@
 """The tweak lab: swap one component of a tiny Llama 2, retrain it for a minute, compare with the seed noise.
 
-Every arm of an ablation is the package's own ``Transformer`` (model.py) with one thing replaced by
+Every arm of an ablation is the package's own ``Transformer`` (core/transformer.py) with one thing replaced by
 composing or swapping its submodules; nothing here is a second transformer:
 
     norm        "rmsnorm" (Llama 2) | "layernorm" | "none"        -> attention_norm, ffn_norm, norm swapped
@@ -12,7 +12,7 @@ composing or swapping its submodules; nothing here is a second transformer:
     tied        share output.weight with tok_embeddings.weight (Llama 2 keeps them untied)
 
 or a learner's own model (``model_fn``, e.g. notebook 06's ``MyTransformer``). Every arm trains with
-the Llama 2 recipe from train.py (AdamW β = (0.9, 0.95), weight decay 0.1 on matrices, clipping at 1.0,
+the Llama 2 recipe from training/recipe.py (AdamW β = (0.9, 0.95), weight decay 0.1 on matrices, clipping at 1.0,
 linear warmup then cosine to 10 %; Touvron et al. 2023 §2.2) on the generated story corpus, tokenized
 with the shipped model's tokenizer, for a fixed number of steps and seeds. A run returns its curves and
 three probes: validation loss, loss by position past the training length, and copying (names and
@@ -114,7 +114,7 @@ class Variant:
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Lab:
-    """The shape, data and recipe every arm shares (the recipe is train.py's, Llama 2 §2.2)."""
+    """The shape, data and recipe every arm shares (the recipe is training/recipe.py's, Llama 2 §2.2)."""
 
     dim: int = 64
     n_layers: int = 2
@@ -158,7 +158,7 @@ class Lab:
         return cls(**{**LAB_PRESETS[name], **overrides})
 
     def train_config(self, variant: Variant, seed: int, vocab_size: int) -> TrainConfig:
-        """The train.py config of one arm: its lr_at, make_optimizer and batch order are reused as they are."""
+        """The TrainConfig of one arm: its lr_at, make_optimizer and batch order are reused as they are."""
         return TrainConfig(
             model=dict(
                 dim=self.dim,
@@ -333,7 +333,7 @@ def build_model(
     seed: int | None = None,
     init_std: float = 0.02,
 ) -> LabTransformer:
-    """The package's Transformer with the variant's components swapped in, initialised like train.py's runs."""
+    """The package's Transformer with the variant's components swapped in, initialised like pretraining runs."""
     lab = lab or Lab()
     args = model_args(variant, lab, vocab_size)
     if seed is not None:
@@ -627,7 +627,7 @@ def _custom_model(model_fn, args: ModelArgs, seed: int) -> nn.Module:
 def _train(
     model, cfg: TrainConfig, lab: Lab, d: LabData, variant: Variant, seed: int, label: str, key: str, callback
 ) -> RunResult:
-    """The train.py loop without its files and checkpoints: lr_at, AdamW, clipping, seeded batch order."""
+    """The pretraining loop without its files and checkpoints: lr_at, AdamW, clipping, seeded batch order."""
     device = torch.device("cpu")
     random.seed(seed)
     model.train()

@@ -229,9 +229,9 @@ def load_model(path: str | Path, device=None, dtype=None, *, check_memory: bool 
             _check_fits(src.args, target, device, src.path)
         model = _build(src.args)  # shapes only for large models; the weights are assigned below
         built = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        if built != expected:  # model.py and this file must agree on every name and shape
+        if built != expected:  # core/transformer.py and this file must agree on every name and shape
             raise RuntimeError(
-                f"internal: checkpoint.py's tensor table differs from Transformer's: "
+                f"internal: formats' tensor table differs from Transformer's: "
                 f"{sorted(set(built.items()) ^ set(expected.items()))[:4]}"
             )
         state = {}

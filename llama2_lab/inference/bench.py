@@ -144,7 +144,7 @@ def bench_hf(
 def hf_twin(model: Transformer):
     """The same weights in a transformers ``LlamaForCausalLM`` on the same device, built in memory.
 
-    Names are mapped and wq/wk permuted by the project's own converter (checkpoint.py).
+    Names are mapped and wq/wk permuted by the project's own converter (formats/hf.py).
     """
     import transformers
 

@@ -3,7 +3,7 @@
 The readable model stays as it is. Decoding one token is a few hundred small kernels, so in eager
 mode a GPU spends most of its time waiting for Python to launch them. Two things remove that cost:
 1. every decode step has the same shapes — the cache is preallocated to the request's length and the
-   position is a device tensor, so the step attends the whole cache under a mask (model.py);
+   position is a device tensor, so the step attends the whole cache under a mask (core/transformer.py);
 2. ``torch.compile(mode="reduce-overhead")`` fuses the kernels and records the step once as a CUDA
    graph, then replays it: one launch per token instead of hundreds.
 On a CPU there are no CUDA graphs; compile still fuses the element-wise work (mode "default").

@@ -1,4 +1,4 @@
-"""Checks for the RLHF exercises (notebooks 10 and 11), in the style of `checks.py`: the learner's
+"""Checks for the RLHF exercises (notebooks 10 and 11), in the style of the other checks: the learner's
 function and the package's run on the same seeded inputs; when they differ, the learner's output is
 compared with known-wrong variants, and the one it matches names the mistake in the hint.
 

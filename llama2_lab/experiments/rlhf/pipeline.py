@@ -1,4 +1,4 @@
-"""The whole miniature, base model to RLHF, as one command: `python -m llama2_lab.rlhf_cli [--fast]`.
+"""The whole miniature, base model to RLHF, as one command: `llama2-lab rlhf [--fast]`.
 
 Steps, in the paper's order [P2 §3.1–3.2]:
   1. SFT the pretrained tiny model on generated demonstrations (loss on answers only), plus the two

@@ -1,4 +1,4 @@
-"""Figures and model cards for the RLHF miniature, from the results dict `rlhf_cli.run_rlhf` writes.
+"""Figures and model cards for the RLHF miniature, from the results dict `pipeline.run_rlhf` writes.
 
 Plots take the plain results dict (never a model), so notebooks draw the shipped run's numbers and
 their own live runs with the same functions.
@@ -210,7 +210,7 @@ def write_cards(out: Path, res: dict) -> None:
     from .pipeline import RM_H_DIR, RM_S_DIR, SFT_DIR
 
     c, t = res["config"], res["times"]
-    reproduce = "python -m llama2_lab.rlhf_cli" + (" --fast" if c["sft_examples"] < 1000 else "")
+    reproduce = "llama2-lab rlhf" + (" --fast" if c["sft_examples"] < 1000 else "")
     hw = res["hardware"]
     common = (
         f"\n## Reproduce\n\n`{reproduce}` (or `scripts/make_rlhf_models.sh`): every step of the pipeline, "
