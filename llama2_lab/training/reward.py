@@ -280,8 +280,7 @@ def load_reward_model(folder: str | Path) -> RewardModel:
     folder = Path(folder)
     if not (folder / HEAD_FILE).is_file():
         raise FileNotFoundError(
-            f"{folder} has no {HEAD_FILE}: it is not a reward model folder "
-            "(make one with `llama2-lab rlhf`)."
+            f"{folder} has no {HEAD_FILE}: it is not a reward model folder (make one with `llama2-lab rlhf`)."
         )
     rm = RewardModel(load_model(folder, dtype=torch.float32))
     head = load_file(str(folder / HEAD_FILE))

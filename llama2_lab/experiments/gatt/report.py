@@ -178,7 +178,9 @@ GAtt-tuned at twice its pretraining context, Llama 2 paper App. A.3.5).
         if cfg.mode == "sampled"
         else "deterministic oracle rewrites of the plain answers"
     }).
-- data: {cfg.n_dialogues} generated dialogues (`llama2_lab/corpora/dialogues.py`) of 1–{cfg.max_turns} turns, sequences cut to
+- data: {cfg.n_dialogues} generated dialogues (`llama2_lab/corpora/dialogues.py`) of 1–{
+        cfg.max_turns
+    } turns, sequences cut to
   ≤ {cfg.max_train_tokens} tokens; each dialogue gives one shared plain-chat sequence and one arm sequence
   ({2 * cfg.n_dialogues} sequences per arm); when a persona or hobby is set, {cfg.attribute_boost:.0%} of the
   turns ask for it. Mean tokens per sequence: {json.dumps(info["mean_tokens"])}.
