@@ -2,6 +2,7 @@
 decoding, rejection sampling, the metrics. Tiny tokenizer and random model: seconds on a CPU."""
 
 import argparse
+from pathlib import Path
 import math
 import random
 
@@ -339,3 +340,13 @@ def test_cli_arguments_and_presets(monkeypatch):
         gatt.config_from_args(p.parse_args(["--steps", "0"]))
     full = gatt.PRESETS["full"]
     assert len(full.seeds) >= 3 and full.eval_dialogues >= 200 and full.eval_turns >= 12
+
+
+def test_start_from_a_chat_model_replaces_stage_one(tmp_path):
+    # The paper samples GAtt data from the latest RLHF model: --start-from names that model.
+    p = gatt.add_gatt_arguments(argparse.ArgumentParser())
+    sft = Path(__file__).resolve().parents[1] / "assets" / "models" / "llama2-lab-tiny-sft"
+    cfg = gatt.config_from_args(p.parse_args(["--fast", "--start-from", str(sft)]))
+    assert cfg.stage1 == str(sft)
+    with pytest.raises(ValueError, match="not a model folder"):
+        gatt.config_from_args(p.parse_args(["--fast", "--start-from", str(tmp_path)]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import replace
+from pathlib import Path
 
 from .config import ARM_LABELS, ARMS, PRESETS, GattConfig, _models_dir
 from .pipeline import run_pipeline
@@ -28,6 +29,13 @@ def add_gatt_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "or deterministic oracle rewrites (faster)",
     )
     parser.add_argument("--base", default=None, help="pretrained model folder (default: the shipped llama2-lab-tiny)")
+    parser.add_argument(
+        "--start-from",
+        default=None,
+        metavar="CHAT_MODEL",
+        help="skip stage 1 and start both arms from this chat model, as the paper samples GAtt data from the "
+        "latest RLHF model (e.g. assets/models/llama2-lab-tiny-sft from `llama2-lab rlhf`)",
+    )
     parser.add_argument("--out-dir", default=None, help="where the two chat model folders go (default: assets/models)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
     parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
@@ -45,6 +53,7 @@ def config_from_args(args: argparse.Namespace) -> GattConfig:
         for k, v in (
             ("mode", args.mode),
             ("base", args.base),
+            ("stage1", args.start_from),
             ("out_dir", args.out_dir),
             ("steps", args.steps),
             ("threads", args.threads),
@@ -58,6 +67,11 @@ def config_from_args(args: argparse.Namespace) -> GattConfig:
     for k in ("steps", "threads"):  # checked before any work, so `llama2-lab gatt` refuses them in one line
         if k in changes and changes[k] < 1:
             raise ValueError(f"--{k} must be >= 1, got {changes[k]}.")
+    if "stage1" in changes and not (Path(changes["stage1"]) / "params.json").is_file():
+        raise ValueError(
+            f"--start-from {changes['stage1']}: not a model folder (no params.json); "
+            "make the RLHF models with `llama2-lab rlhf`, or give another chat model."
+        )
     if any(s < 0 for s in changes.get("seeds", ())):
         raise ValueError(f"--seeds must be >= 0, got {list(changes['seeds'])}.")
     return replace(cfg, **changes)

@@ -153,7 +153,7 @@ def run_pipeline(cfg: GattConfig, limits: str = "") -> dict:
         # (the arms' data, the sampled GAtt replies, the training order, the evaluation dialogues).
         s0 = time.time()
         if cfg.stage1:
-            from ..formats import load_model
+            from ...formats import load_model
 
             start = with_context(load_model(cfg.stage1), cfg.context)
         elif cfg.sft_steps:
