@@ -2,9 +2,9 @@
 decoding, rejection sampling, the metrics. Tiny tokenizer and random model: seconds on a CPU."""
 
 import argparse
-from pathlib import Path
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
