@@ -9,23 +9,19 @@ sft       fine-tuning on (ids, loss mask) sequences
 command   ``llama2-lab train``
 """
 
-from .command import add_train_arguments, config_from_args, main, run_from_args
-from .config import PRESETS, TrainConfig, TrainError
-from .data import TrainData, prepare_data
-from .pretrain import (
+from .checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
-    TrainResult,
-    evaluate,
     load_checkpoint,
-    loss_on,
     plot_loss_curve,
-    resolve_device,
     save_checkpoint,
     save_loss_curve,
     save_result,
-    train,
 )
+from .command import add_train_arguments, config_from_args, main, run_from_args
+from .config import PRESETS, TrainConfig, TrainError
+from .data import TrainData, prepare_data
+from .pretrain import TrainResult, evaluate, loss_on, resolve_device, train
 from .probes import name_copy_scores, name_token_ids, repeated_token_losses, sample_text
 from .recipe import batch_indices, cosine_lr, data_position, lr_at, make_optimizer, param_groups, step_indices
 from .sft import Seq, collate, masked_loss, train_sft, with_context

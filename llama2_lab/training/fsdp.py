@@ -133,7 +133,7 @@ class ShardedTraining:
         self, path, model, opt, cfg, step, history, tokens_seen, elapsed, n_rows, tokenizer, window=(0.0, 0)
     ) -> None:
         """Gather (every rank takes part), then rank 0 writes ``train.save_checkpoint``'s file; all wait for it."""
-        from .pretrain import save_checkpoint
+        from .checkpoints import save_checkpoint
 
         model_state, opt_state = self.full_model_state(model), self.full_optimizer_state(opt)
         if self.is_main:
