@@ -182,7 +182,7 @@ def test_commands_registry_lists_each_subcommand_once():
     sub = argparse.ArgumentParser().add_subparsers()
     for add in COMMANDS:
         add(sub)
-    assert list(sub.choices) == ["generate", "chat", "info", "family", "train", "gatt", "bench", "course"]
+    assert list(sub.choices) == ["generate", "chat", "info", "family", "train", "gatt", "rlhf", "bench", "course"]
 
 
 def test_console_script_help_runs():
