@@ -8,7 +8,7 @@ import torch
 
 from ..utils.validate import check_int
 from .inputs import _as_ids, _device_of, _generator, _split_stop
-from .sampling import check_sampling, sample_next
+from .sampling import check_sampling, sample_checked
 
 
 def generate_batch(
@@ -65,7 +65,7 @@ def generate_batch(
         prev = 0
         for cur in range(min_len, total_len):
             logits = model(tokens[:, prev:cur], prev, cache)[:, -1]  # (B, V): prefill first, then one step
-            sampled = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            sampled = sample_checked(logits, temperature, top_k, top_p, generator)  # (B,)
             new = torch.where(in_prompt[:, cur], tokens[:, cur], sampled)  # keep prompt tokens where they exist
             tokens[:, cur] = new
             done |= ~in_prompt[:, cur] & torch.isin(new, stop_tensor)

@@ -19,7 +19,7 @@ import torch
 
 from ..utils.validate import check_int
 from .inputs import _as_ids, _Chunk, _device_of, _generator, _Holdback, _split_stop
-from .sampling import check_sampling, sample_next
+from .sampling import check_sampling, sample_checked
 
 
 # The decode loop
@@ -120,7 +120,7 @@ class _Decoding:
         fed_last = True  # is the last returned token already inside the cache (and the attention record)?
         for step in range(self.max_new):
             with torch.inference_mode():
-                next_token = sample_next(logits, self.temperature, self.top_k, self.top_p, generator)  # (1,)
+                next_token = sample_checked(logits, self.temperature, self.top_k, self.top_p, generator)  # (1,)
                 token = int(next_token[0])
                 logprob = float(torch.log_softmax(logits[0], dim=-1)[token]) if self.want_logprobs else None
             if token in self.stop_ids:

@@ -177,9 +177,27 @@ def sample_next(
     NaN or +inf logits raise ``LogitsError`` (argmax would silently pick a NaN's index, often 0 = <unk>).
     """
     check_sampling(temperature, top_k, top_p)
-    check_logits(logits)
+    return sample_checked(logits, temperature, top_k, top_p, generator)
+
+
+def sample_checked(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``sample_next`` for settings already checked: the decode loops check them once, not every token.
+
+    The logits are still checked every step, but greedy decoding folds that into its argmax: one
+    ``max`` gives the ids and the values, and only a non-finite value costs the full check.
+    """
     if is_greedy(temperature):
-        return logits.argmax(dim=-1)
+        values, ids = logits.max(dim=-1)  # the first maximal index, as argmax
+        if not bool(torch.isfinite(values).all()):
+            check_logits(logits)  # raises, naming NaN, +inf or a row that is -inf everywhere
+        return ids
+    check_logits(logits)
     rows = _scaled(logits, temperature).reshape(-1, logits.shape[-1])  # (B, V)
     if top_k is not None:
         rows = top_k_filter(rows, top_k)
