@@ -1,4 +1,4 @@
-"""Views of the tweak lab (experiments/tweak.py): a live loss plot with a band over seeds, summary panels, a widget.
+"""Views of the tweak lab (experiments/tweak/): a live loss plot with a band over seeds, summary panels, a widget.
 
     results, fig = run_live({"pre-norm": Variant(), "post-norm": Variant(norm_place="post")}, lab)
     TweakWidget(lab)            # pick variants, steps and seeds; train; compare with the seed spread
