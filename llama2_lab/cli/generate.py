@@ -11,7 +11,7 @@ from .common import add_model_args, add_sampling_args, load_checkpoint, note, sa
 
 def run_generate(args) -> int:
     from ..inference import stream
-    from ..text.tokenizer import check_text
+    from ..text.guards import check_text
 
     sampling = sampling_options(args)
     check_text(args.prompt, "--prompt")

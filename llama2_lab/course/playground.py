@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..inference.sampling import MAX_SEED
-from ..text.tokenizer import check_text
+from ..text.guards import check_text
 from ..utils.validate import check_int
 from .attention_views import GENERATED_COLOUR, ExplorerError, _LiveView, _to_numpy, display_token
 from .viz import figure_png

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..text.tokenizer import as_id_list
+from ..text.guards import as_id_list
 from ..utils.validate import check_int
 
 

@@ -1,63 +1,43 @@
-"""Llama 2's tokenizer: a SentencePiece BPE model, trained and used as Meta does (paper §2.1: the
+"""Llama 2's tokenizer: a SentencePiece BPE model, used as Meta does (paper §2.1: the
 Llama 1 tokenizer, SentencePiece BPE, split digits, byte fallback, 32k pieces).
 
-Four things live here:
+Two things live here:
 
 * `Tokenizer`, a thin wrapper with Meta's interface (`encode(s, bos, eos)`, `bos_id`, `eos_id`,
   `pad_id`, `n_words`) that also loads from bytes, saves atomically and gives character offsets;
 * `StreamDecoder`, which turns generated ids into text one id at a time without ever
-  emitting half a UTF-8 character;
-* `train_tokenizer`, which trains a small tokenizer in memory with Llama 2's settings, and
-  `describe`, which reads the settings back out of any `.model` file;
-* `read_tokenizer_bin` / `write_tokenizer_bin`, llama2.c's `tokenizer.bin` format (now in formats/llama2c.py).
+  emitting half a UTF-8 character.
+
+Beside it, and importable from here too: `train_tokenizer` and `LLAMA2_TRAINER_SPEC` (trainer.py), which
+train a small tokenizer in memory with Llama 2's settings; `describe` (spm_model.py), which reads the
+settings back out of any `.model` file; `check_text`, `TextError` and `as_id_list` (guards.py), the
+checks on text and ids; llama2.c's `tokenizer.bin` format is in formats/llama2c.py.
 """
 
 from __future__ import annotations
 
-import io
-import operator
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from types import MappingProxyType
 
 import sentencepiece as spm
 
 from ..utils.io import atomic_write_bytes
+from .guards import TextError, as_id_list, check_text
+from .trainer import LLAMA2_TRAINER_SPEC, train_tokenizer
 
-# Llama 2's trainer settings, read from Meta's tokenizer.model (`describe` on the
-# real file shows them). Keys are SentencePieceTrainer flags, so the dict can be passed as is.
-# Meta trained on 200M sentences with 80 threads; `train_tokenizer` keeps every setting but
-# the vocabulary size and uses one thread, because only one thread gives identical bytes.
-LLAMA2_TRAINER_SPEC = MappingProxyType(
-    {
-        "model_type": "bpe",
-        "vocab_size": 32000,
-        "character_coverage": 0.99995,  # rarer characters are left to byte fallback
-        "byte_fallback": True,  # 256 pieces <0x00>..<0xFF> at ids 3..258: no <unk> in practice
-        "split_digits": True,  # "12345" -> 5 digit tokens [P2 §2.2]
-        "split_by_unicode_script": True,
-        "split_by_whitespace": True,
-        "split_by_number": True,
-        "allow_whitespace_only_pieces": True,  # runs of spaces (code indentation) get their own pieces
-        "treat_whitespace_as_suffix": False,  # "▁" starts a piece, never ends one
-        "max_sentencepiece_length": 16,
-        "max_sentence_length": 4192,
-        "input_sentence_size": 200_000_000,
-        "shuffle_input_sentence": True,
-        "hard_vocab_limit": True,
-        "use_all_vocab": False,
-        "vocabulary_output_piece_score": True,
-        "normalization_rule_name": "identity",  # no NFKC: text is tokenized exactly as written
-        "add_dummy_prefix": True,  # "Hello" is tokenized as " Hello"
-        "remove_extra_whitespaces": False,  # whitespace round-trips
-        "unk_id": 0,
-        "bos_id": 1,
-        "eos_id": 2,
-        "pad_id": -1,  # no pad token: Meta pads prompts with -1 (Meta's llama/generation.py)
-    }
-)
+__all__ = [
+    "LLAMA2_TRAINER_SPEC",
+    "SPACE",
+    "StreamDecoder",
+    "TextError",
+    "Tokenizer",
+    "as_id_list",
+    "check_text",
+    "describe",
+    "train_tokenizer",
+]
 
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 
@@ -225,79 +205,6 @@ class Tokenizer:
         return ids
 
 
-class TextError(ValueError):
-    """Text that is not valid Unicode, so it has no UTF-8 bytes to tokenize."""
-
-
-def check_text(text: str, what: str = "the text") -> str:
-    """``text`` itself if it can be written as UTF-8, else a ``TextError`` naming the position.
-
-    The package's one policy for text that is not clean UTF-8: refuse it, never guess. Python turns
-    bytes that are not UTF-8 (from a terminal, a file read with errors="surrogateescape", sys.argv)
-    into lone surrogates U+D800..U+DFFF, which no UTF-8 text can hold; SentencePiece would fail on them
-    with a cast error deep inside. Decoding the input with errors="replace" turns them into U+FFFD.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        bad = text[e.start]
-        raise TextError(
-            f"{what} holds a character that is not valid Unicode at position {e.start} "
-            f"(U+{ord(bad):04X}, a lone surrogate: bytes that were not UTF-8, near "
-            f"{text[max(e.start - 10, 0) : e.start]!r}); decode the input as UTF-8, "
-            "e.g. with errors='replace'."
-        ) from None
-    return text
-
-
-def as_id_list(ids) -> list[int]:
-    """A sequence of integer token ids as ``list[int]``; anything else is a TypeError.
-
-    Lists and tuples of ints, numpy integer arrays and torch integer tensors (1-D) pass, numpy
-    integers and one-element integer tensors as items too. A str ("123" is not three ids), floats
-    (3.7 is not an id), bools and single numbers are refused instead of being converted.
-    """
-    if isinstance(ids, (str, bytes, bytearray)):
-        raise TypeError(
-            f"token ids must be a sequence of integers, got a {type(ids).__name__} ({ids[:20]!r}); "
-            "to turn text into ids use encode()."
-        )
-    dtype = str(getattr(ids, "dtype", ""))
-    if dtype and hasattr(ids, "tolist"):  # a numpy array or torch tensor: its dtype decides
-        if "int" not in dtype or getattr(ids, "ndim", 1) != 1:
-            raise TypeError(
-                f"token ids must be a 1-D integer array or tensor, got dtype {dtype} with shape "
-                f"{tuple(getattr(ids, 'shape', ()))}."
-            )
-        return [int(i) for i in ids.tolist()]
-    try:
-        items = list(ids)
-    except TypeError:
-        raise TypeError(
-            f"token ids must be a sequence of integers, got {type(ids).__name__} {ids!r}; for one id write [i]."
-        ) from None
-    out = []
-    for pos, i in enumerate(items):
-        if isinstance(i, bool) or "bool" in str(getattr(i, "dtype", "")):
-            ok = False
-        elif isinstance(i, int):
-            out.append(i)
-            continue
-        else:
-            try:
-                i = operator.index(i)  # numpy integers, one-element integer tensors
-                ok = True
-            except TypeError:
-                ok = False
-        if not ok:
-            raise TypeError(
-                f"token id at position {pos} is {i!r} ({type(i).__name__}), not an integer; "
-                "token ids are whole numbers (cast with int() only if you mean it)."
-            )
-        out.append(i)
-    return out
-
-
 def _format_hint(data: bytes) -> str:
     """Guess what a non-SentencePiece file is, to say what to do instead."""
     head = data[:64].lstrip()
@@ -346,63 +253,6 @@ class StreamDecoder:
         text = decode(self.ids[self._start :])
         self._start = self._read = len(self.ids)
         return text[len(done) :]
-
-
-def train_tokenizer(
-    texts: Iterable[str],
-    vocab_size: int,
-    *,
-    user_defined_symbols: Sequence[str] = (),
-    seed: int = 0,
-    num_threads: int = 1,
-    **overrides,
-) -> Tokenizer:
-    """Train a BPE tokenizer in memory with Llama 2's settings (`LLAMA2_TRAINER_SPEC`).
-
-    Texts are split into lines, because SentencePiece trains on lines (Meta fed it a text
-    file), so "\\n" is never a piece and falls back to byte <0x0A> as in Llama 2. Lines over
-    `max_sentence_length` (4192 bytes) are skipped by SentencePiece.
-    `user_defined_symbols` always stay one token (e.g. the chat tags).
-    With `num_threads=1` the same texts and seed give byte-identical models.
-    """
-    if isinstance(texts, str):
-        texts = [texts]  # one document, not an iterable of characters
-
-    def lines():
-        for text in texts:
-            yield from (line for line in text.split("\n") if line)
-
-    spec = {**LLAMA2_TRAINER_SPEC, "vocab_size": vocab_size, "minloglevel": 2, **overrides}
-    writer = io.BytesIO()
-    spm.set_random_generator_seed(seed)
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=lines(),
-            model_writer=writer,
-            user_defined_symbols=list(user_defined_symbols),
-            num_threads=num_threads,
-            **spec,
-        )
-    except RuntimeError as err:
-        msg = str(err)
-        if "Vocabulary size too high" in msg:
-            most = msg.rsplit("<=", 1)[-1].strip(" .")
-            raise ValueError(
-                f"Too little text for vocab_size={vocab_size}: BPE ran out of merges "
-                f"(this text supports at most {most}). Give more, or more varied, "
-                "text, or a smaller vocab_size."
-            ) from None
-        if "smaller than required_chars" in msg:
-            need = msg.split("vs", 1)[-1].split(".")[0].strip()
-            raise ValueError(
-                f"vocab_size={vocab_size} is too small: the 256 byte pieces, the "
-                f"special pieces and the characters of the text need {need}. Use a "
-                "larger vocab_size."
-            ) from None
-        if "sentences_.empty()" in msg:
-            raise ValueError("No text to train on: give at least one non-empty line.") from None
-        raise
-    return Tokenizer.from_bytes(writer.getvalue())
 
 
 # --- Reading the settings back out of a .model file --------------------------------------------
