@@ -1,10 +1,9 @@
 """Static matplotlib figures for the course: each function returns a ``Figure`` and never shows it.
 
-Figures are built with ``matplotlib.figure.Figure`` (not pyplot), so they work headless and are not
-kept alive by pyplot; in IPython, importing this module registers a PNG formatter for ``Figure``
-(unless one exists), so a notebook displays a figure by ending a cell with it. Widgets
-(``widgets.py``) redraw these same figures. Data helpers (``*_data``) return the numbers a figure
-plots, so tests and notebooks can assert on them.
+Figures are built in the course's style by ``figures.py`` (``matplotlib.figure.Figure``, not pyplot); in
+IPython, importing this module registers a PNG formatter for ``Figure`` (unless one exists), so a notebook
+displays a figure by ending a cell with it. Widgets (``widgets.py``) redraw these same figures. Data helpers
+(``*_data``) return the numbers a figure plots, so tests and notebooks can assert on them.
 
     norm_invariance(shift, scale)           RMSNorm vs LayerNorm under x -> scale·x + shift   (02)
     rope_explorer(m, n, pair)               a rotated q/k pair, score vs m − n, θ_i spectrum  (03)
@@ -29,84 +28,16 @@ from ..core import calc
 from ..core.config import ModelArgs
 from ..core.norm import LayerNorm, rms_norm
 from ..core.rope import apply_rotary_emb, freqs_cis_real, rope_frequencies
-
-BLUE, ORANGE, GREEN, RED, GREY, PURPLE = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f", "#9467bd"
-_STYLE = {
-    "font.size": 10,
-    "axes.titlesize": 11,
-    "axes.labelsize": 10,
-    "legend.fontsize": 9,
-    "xtick.labelsize": 9,
-    "ytick.labelsize": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-}
-
-
-def _figure(ncols: int = 1, width: float = 4.2, height: float = 3.4, nrows: int = 1, **margins):
-    """A Figure and its axes (a flat list), in the course's style.
-
-    Margins are fixed (``subplots_adjust``) rather than constrained layout: a widget redraws in about
-    half the time, and the panels do not jump when a title changes length.
-    """
-    adjust = (
-        dict(
-            left=0.7 / (width * ncols),
-            right=1 - 0.25 / (width * ncols),
-            bottom=0.55 / height,
-            top=1 - 0.55 / height,
-            wspace=0.32,
-        )
-        | margins
-    )
-    with matplotlib.rc_context(_STYLE):
-        fig = Figure(figsize=(width * ncols, height * nrows))
-        axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
-        fig.subplots_adjust(**adjust)
-    for ax in axes:
-        ax.tick_params(labelsize=_STYLE["xtick.labelsize"])
-        ax.spines[["top", "right"]].set_visible(False)
-        ax.title.set_fontsize(_STYLE["axes.titlesize"])
-        ax.xaxis.label.set_fontsize(_STYLE["axes.labelsize"])
-        ax.yaxis.label.set_fontsize(_STYLE["axes.labelsize"])
-    return fig, axes
-
-
-def figure_png(fig: Figure, dpi: int | None = None) -> bytes:
-    """PNG bytes of a figure, through the Agg canvas (no pyplot, so nothing is shown twice in a notebook).
-
-    The one PNG helper of the course: widgets show these bytes, and a static renderer falls back to them.
-    """
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, facecolor="white")
-    return buf.getvalue()
-
-
-def _register_png_formatter() -> None:
-    """In IPython/Jupyter, display a returned Figure as a PNG (whatever the matplotlib backend)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    ip = get_ipython()
-    if ip is None or not hasattr(ip, "display_formatter"):
-        return
-    png = ip.display_formatter.formatters.get("image/png")
-    if png is not None and not _has_png_formatter(png):
-        png.for_type(Figure, lambda fig: figure_png(fig, dpi=90))
-
-
-def _has_png_formatter(png) -> bool:
-    try:
-        png.lookup_by_type(Figure)
-        return True
-    except KeyError:
-        return False
+from .figures import (
+    BLUE,
+    GREEN,
+    GREY,
+    ORANGE,
+    PURPLE,
+    RED,
+    figure_png,  # noqa: F401  (viz.figure_png: the widgets and tests use it from here)
+    new_figure,
+)
 
 
 # --- 02: RMSNorm vs LayerNorm -------------------------------------------------------------------
@@ -132,7 +63,7 @@ def norm_invariance_data(
 def norm_invariance(shift: float = 0.0, scale: float = 1.0, dim: int = 12, seed: int = 0) -> Figure:
     """Three panels: x and scale·x + shift; RMSNorm of both; LayerNorm of both."""
     d = norm_invariance_data(shift, scale, dim, seed)
-    fig, (a0, a1, a2) = _figure(3, 3.9, 3.6, bottom=0.27, top=0.84)
+    fig, (a0, a1, a2) = new_figure(3, 3.9, 3.6, bottom=0.27, top=0.84)
     idx, w = np.arange(dim), 0.4
     panels = [
         (a0, "x", "x_new", f"input x and\n{scale:g}·x + {shift:g}", None),
@@ -187,7 +118,7 @@ def rope_explorer(
     (c) the frequency θ_i of every pair, log scale."""
     d = rope_scores_data(head_dim, positions, theta, seed)
     freqs = rope_frequencies(head_dim, theta).numpy()
-    fig, (a0, a1, a2) = _figure(3, 3.9, 3.7, top=0.84, wspace=0.38)
+    fig, (a0, a1, a2) = new_figure(3, 3.9, 3.7, top=0.84, wspace=0.38)
 
     # (a) the rotation of one pair
     t = np.linspace(0, 2 * np.pi, 200)
@@ -262,7 +193,7 @@ def activation_curves(
 ) -> Figure:
     """The chosen activation (bold) against the others (faint); its gradient on the right."""
     x = np.linspace(lo, hi, 401)
-    fig, axes = _figure(2 if show_grad else 1, 4.4, 3.4, wspace=0.22)
+    fig, axes = new_figure(2 if show_grad else 1, 4.4, 3.4, wspace=0.22)
     colors = dict(zip(ACTIVATIONS, (BLUE, GREY, GREEN, ORANGE)))
     for other in ACTIVATIONS:
         f, g = activation_data(other, x, value)
@@ -293,7 +224,7 @@ def gqa_groups(n_heads: int = 8, n_kv_heads: int = 2) -> Figure:
     if n_heads % n_kv_heads:
         raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads}).")
     n_rep = n_heads // n_kv_heads
-    fig, (ax,) = _figure(1, max(5.0, 0.55 * n_heads + 1), 2.4, left=0.02, right=0.98, bottom=0.02)
+    fig, (ax,) = new_figure(1, max(5.0, 0.55 * n_heads + 1), 2.4, left=0.02, right=0.98, bottom=0.02)
     cmap = matplotlib.colormaps["tab10"]
     for h in range(n_heads):
         g = h // n_rep
@@ -349,7 +280,7 @@ def kv_cache_memory(
     """KV-cache GiB vs context for the presets (solid: ``n_kv_heads``; dashed MHA, dotted MQA), and, when
     ``measured`` ({n_kv_heads: tokens/s}) is given, the measured decode speed of a tiny model."""
     d = kv_cache_data(n_kv_heads, presets, dtype=dtype)
-    fig, axes = _figure(2 if measured is not None else 1, 4.8, 3.6, wspace=0.3, left=0.08)
+    fig, axes = new_figure(2 if measured is not None else 1, 4.8, 3.6, wspace=0.3, left=0.08)
     ax = axes[0]
     for name, color in zip(presets, (BLUE, ORANGE, GREEN)):
         p, c = d[name], d["contexts"]
@@ -408,7 +339,7 @@ def param_breakdown(name_or_args="llama2-7b") -> Figure:
     label = name_or_args if isinstance(name_or_args, str) else "custom config"
     parts = calc.count_params(args)
     total = parts.pop("total")
-    fig, (ax,) = _figure(1, 7.0, 3.2, left=0.17, right=0.97)
+    fig, (ax,) = new_figure(1, 7.0, 3.2, left=0.17, right=0.97)
     names = list(parts)[::-1]
     vals = np.array([parts[k] for k in names], dtype=float)
     unit, div = ("B", 1e9) if total >= 1e9 else (("M", 1e6) if total >= 1e6 else ("K", 1e3))
@@ -426,6 +357,3 @@ def param_breakdown(name_or_args="llama2-7b") -> Figure:
     kind = args.attention_kind
     ax.set_title(f"{label}: {total:,} parameters (dim {args.dim}, {args.n_layers} layers, {kind})")
     return fig
-
-
-_register_png_formatter()
