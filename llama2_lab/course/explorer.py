@@ -11,20 +11,22 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..utils.validate import check_int
-from .attention_views import (
-    GROUP_COLOURS,
-    VIEWS,
+from .attention_patterns import (
     ExplorerError,
-    _bin_note,
     _check_tokens,
-    _LiveView,
     _normalise_patterns,
-    attention_heatmap,
     bin_attention,
     bin_size_for,
     head_label,
-    heads_grid,
     kv_groups,
+)
+from .attention_views import (
+    GROUP_COLOURS,
+    VIEWS,
+    _bin_note,
+    _LiveView,
+    attention_heatmap,
+    heads_grid,
     network_view,
     token_row_html,
 )

@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 from ..inference.sampling import MAX_SEED
 from ..text.guards import check_text
 from ..utils.validate import check_int
-from .attention_views import GENERATED_COLOUR, ExplorerError, _LiveView, _to_numpy, display_token
+from .attention_patterns import ExplorerError, _to_numpy, display_token
+from .attention_views import GENERATED_COLOUR, _LiveView
 from .viz import figure_png
 
 STAGES = [
