@@ -22,27 +22,61 @@ or from Python::
     answer_key = put_solutions_back(student_nb, instructor_nb)  # the solutions re-inserted, by cell id
 
 The source folder is never written: ``out_dir`` must be another folder, and every file lands atomically.
+The tags and what they mark live in ``tags.py``, the audits the tests run on the builds in ``audit.py``;
+both are importable from here too.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..utils.io import atomic_write_text
 from ..utils.paths import NOTEBOOKS_DIR
+from .audit import checked_builds, untagged_builds
+from .tags import (
+    CHECKS_TAG,
+    PLACEHOLDER_TAG,
+    RAISES_TAG,
+    SKELETON_TAG,
+    SOLUTION_TAG,
+    count_solutions,
+    exercise_problems,
+    is_skeleton,
+    is_solution,
+    solution_blocks,
+)
 
-SOLUTION_TAG = "solution"
-SKELETON_TAG = "skeleton"  # optional: a code cell raising NotImplementedError right before a solution is one too
-CHECKS_TAG = "checks"
-PLACEHOLDER_TAG = "exercise-placeholder"
-RAISES_TAG = "raises-exception"  # nbval, JupyterLab's Run All and Jupyter Book let a cell with this tag raise
+__all__ = [
+    "CHECKS_TAG",
+    "CODE_PLACEHOLDER",
+    "MARKDOWN_PLACEHOLDER",
+    "PLACEHOLDER_TAG",
+    "RAISES_TAG",
+    "SKELETON_TAG",
+    "SOLUTION_TAG",
+    "CourseError",
+    "StudentCopy",
+    "add_course_arguments",
+    "checked_builds",
+    "count_solutions",
+    "default_notebooks_dir",
+    "exercise_problems",
+    "format_report",
+    "is_skeleton",
+    "is_solution",
+    "main",
+    "make_student_copies",
+    "put_solutions_back",
+    "run_from_args",
+    "student_notebook",
+    "untagged_builds",
+]
+
 CODE_PLACEHOLDER = (
     "# YOUR CODE HERE\n"
     'raise NotImplementedError("Exercise: write your solution in this cell (see the prompt above), '
@@ -68,52 +102,6 @@ class StudentCopy:
 def default_notebooks_dir() -> Path:
     """The course's ``notebooks/`` folder beside the package (a source checkout or ``pip install -e``)."""
     return NOTEBOOKS_DIR
-
-
-def is_solution(cell) -> bool:
-    return SOLUTION_TAG in (cell.get("metadata", {}).get("tags") or [])
-
-
-def count_solutions(nb) -> int:
-    """Number of cells tagged ``"solution"`` in a notebook node."""
-    return sum(is_solution(c) for c in nb.cells)
-
-
-def is_skeleton(cell) -> bool:
-    """A build's skeleton: a code cell tagged ``"skeleton"``, or one raising NotImplementedError, not a solution."""
-    if cell.cell_type != "code" or is_solution(cell):
-        return False
-    return SKELETON_TAG in (cell.get("metadata", {}).get("tags") or []) or "NotImplementedError" in cell.source
-
-
-def _blocks(nb) -> list[tuple[int, int, bool]]:
-    """(first, last + 1, a skeleton right before it) for every run of consecutive solution cells."""
-    out, i = [], 0
-    while i < len(nb.cells):
-        if is_solution(nb.cells[i]):
-            j = i
-            while j < len(nb.cells) and is_solution(nb.cells[j]):
-                j += 1
-            out.append((i, j, i > 0 and is_skeleton(nb.cells[i - 1])))
-            i = j
-        else:
-            i += 1
-    return out
-
-
-def exercise_problems(nb) -> list[str]:
-    """What is wrong with the exercises of a notebook: a solution with no prompt before it, etc."""
-    problems = []
-    for first, last, skeleton in _blocks(nb):
-        j = first - 1 - int(skeleton)  # the prompt comes before the block (and before its skeleton)
-        if j < 0 or nb.cells[j].cell_type != "markdown":
-            problems.append(
-                f"cell {first}: a solution cell with no markdown exercise prompt before it (or before its skeleton)"
-            )
-        for i in range(first, last):
-            if not nb.cells[i].source.strip():
-                problems.append(f"cell {i}: an empty solution cell")
-    return problems
 
 
 def _add_tag(cell, tag: str) -> None:
@@ -149,7 +137,7 @@ def student_notebook(nb):
     import nbformat
 
     src = copy.deepcopy(nb)
-    blocks = {first: (last, skeleton) for first, last, skeleton in _blocks(src)}
+    blocks = {first: (last, skeleton) for first, last, skeleton in solution_blocks(src)}
     cells, n, i = [], 0, 0
     while i < len(src.cells):
         if i not in blocks:
@@ -225,126 +213,6 @@ def put_solutions_back(student, instructor):
     return out
 
 
-# --- what the tests assert about the course ------------------------------------------------------
-_CHECK_NAME = re.compile(r"^check_\w+$")
-
-
-def _code(source: str) -> str:
-    return "\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in source.splitlines())
-
-
-def _tree(cell):
-    if cell.cell_type != "code":
-        return None
-    try:
-        return ast.parse(_code(cell.source))
-    except SyntaxError:
-        return None
-
-
-def _definitions(tree) -> dict:
-    """Top-level names a cell defines (def, class, assignment) -> the defining node."""
-    out = {}
-    for node in tree.body if tree else []:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            out[node.name] = node
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
-                for n in ast.walk(target):
-                    if isinstance(n, ast.Name):
-                        out[n.id] = node
-    return out
-
-
-def _call_name(node) -> str:
-    f = node.func
-    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
-
-
-def checked_builds(nb) -> dict[str, int]:
-    """The learner's builds: functions and classes the notebook defines and passes to a ``check_*`` call
-    (positionally or by keyword) -> the cell of the first such call. A deliberately wrong demo whose check is asserted to fail
-    (``assert not check_x(wrong).passed``; ``r = check_x(wrong)`` ... ``assert not r.passed`` or
-    ``assert r.mistake == ...``) is not one."""
-    trees = [_tree(c) for c in nb.cells]
-    defined = {
-        name
-        for t in trees
-        for name, node in _definitions(t).items()  # functions and classes: the
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-    }  # tokenizer is no build
-    calls: list[tuple[ast.Call, int]] = []
-    result_of: dict[str, list[ast.Call]] = {}  # r = check_x(...): r -> the calls
-    failing: set[int] = set()  # id() of check calls asserted to fail
-    failing_names: set[str] = set()
-
-    def unwrap(expr):  # check_x(...).passed / r.passed -> check_x(...) / r
-        return expr.value if isinstance(expr, ast.Attribute) and expr.attr == "passed" else expr
-
-    for i, tree in enumerate(trees):
-        for node in ast.walk(tree) if tree else []:
-            if isinstance(node, ast.Call) and _CHECK_NAME.match(_call_name(node)):
-                calls.append((node, i))
-            elif (
-                isinstance(node, ast.Assign)
-                and isinstance(node.value, ast.Call)
-                and _CHECK_NAME.match(_call_name(node.value))
-            ):
-                for t in node.targets:
-                    if isinstance(t, ast.Name):
-                        result_of.setdefault(t.id, []).append(node.value)
-            elif isinstance(node, ast.Assert):  # `assert r.mistake == "..."`: a demo of a diagnosed mistake
-                failing_names |= {
-                    n.value.id
-                    for n in ast.walk(node.test)
-                    if isinstance(n, ast.Attribute) and n.attr == "mistake" and isinstance(n.value, ast.Name)
-                }
-            if (
-                isinstance(node, ast.Assert)
-                and isinstance(node.test, ast.UnaryOp)
-                and isinstance(node.test.op, ast.Not)
-            ):
-                inner = unwrap(node.test.operand)
-                if isinstance(inner, ast.Call):
-                    failing.add(id(inner))
-                elif isinstance(inner, ast.Name):
-                    failing_names.add(inner.id)
-    for name in failing_names:
-        failing |= {id(c) for c in result_of.get(name, [])}
-    out: dict[str, int] = {}
-    for call, i in calls:
-        if id(call) in failing:
-            continue
-        for arg in [*call.args, *(k.value for k in call.keywords)]:
-            if isinstance(arg, ast.Name) and arg.id in defined:
-                out.setdefault(arg.id, i)
-    return out
-
-
-def untagged_builds(nb) -> list[str]:
-    """Checked builds handed over ready-made: defined outside a solution cell other than by a skeleton (a
-    definition raising NotImplementedError), or never defined in a solution cell. [] when all is well."""
-    problems = []
-    for name, where in checked_builds(nb).items():
-        in_solution, ready_made = False, []
-        for i, c in enumerate(nb.cells):
-            node = _definitions(_tree(c)).get(name)
-            if node is None:
-                continue
-            if is_solution(c):
-                in_solution = True
-            elif "NotImplementedError" not in (ast.get_source_segment(_code(c.source), node) or ""):
-                ready_made.append(i)
-        if ready_made:
-            problems.append(
-                f"{name} (checked in cell {where}) is defined ready-made in cell(s) {ready_made}: make "
-                "that a skeleton raising NotImplementedError and put the code in a cell tagged 'solution'"
-            )
-        elif not in_solution:
-            problems.append(f"{name} (checked in cell {where}) is defined in no cell tagged 'solution'")
-    return problems
-
-
 def _same_folder(a: Path, b: Path) -> bool:
     a, b = a.resolve(), b.resolve()
     if a == b:
@@ -403,7 +271,7 @@ def format_report(report: list[StudentCopy]) -> str:
     return "\n".join(lines)
 
 
-# --- command line (wired into `llama2-lab course` by cli.py) --------------------------------------
+# --- command line (wired into `llama2-lab course` by cli/) ---------------------------------------
 def add_course_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--student",
