@@ -37,6 +37,52 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def extension_section(folder: Path) -> tuple[str, float] | None:
+    """Phase 3 (the context extension) from loss_curve_extension.json and loss_by_position.json, when
+    the folder has them -> (Markdown section, its wall time in s)."""
+    curve_file, pos_file = folder / "loss_curve_extension.json", folder / "loss_by_position.json"
+    if not curve_file.is_file():
+        return None
+    curve = json.loads(curve_file.read_text())
+    s, cfg = curve["summary"], TrainConfig.from_dict(curve["config"])
+    pos = json.loads(pos_file.read_text())
+    labels = list(pos["models"])
+    first_train = next(r["train_loss"] for r in curve["rows"])
+    table = "| positions | " + " | ".join(labels) + " |\n|---|" + "---|" * len(labels) + "\n"
+    n_bins = len(pos["models"][labels[0]]["binned"])
+    table += "\n".join(
+        f"| {i * pos['bin']}–{(i + 1) * pos['bin'] - 1} | "
+        + " | ".join(f"{pos['models'][k]['binned'][i]:.3f}" for k in labels)
+        + " |"
+        for i in range(n_bins)
+    )
+    text = f"""
+## Phase 3: the context extended from 256 to {cfg.seq_len} positions
+
+Llama 2 doubled Llama 1's context (2k -> 4k) by pretraining on longer rows (paper §2.2, Table 1); this
+model was extended the same way, by continued pretraining of the phase-2 weights
+(`--preset lab-tiny-long --init-from <phase-2 model>`) on the same stories packed into rows of
+{cfg.seq_len + 1} tokens (several stories per row, BOS/EOS between them), a fresh AdamW, {cfg.warmup_steps}
+warmup steps to a peak LR of {cfg.lr:g}, cosine to {cfg.min_lr_ratio:.0%}: {s["step"]:,} steps of
+{cfg.batch_size} × {cfg.seq_len} tokens ({s["tokens_seen"]:,} tokens), {s["wall_time_s"] / 60:.1f} min at
+{s["tokens_per_s"]:,.0f} tokens/s. Train loss over the first {cfg.log_every} steps {first_train:.3f}
+(positions past 256 were new), over the last {cfg.log_every} {s["train_loss"]:.3f}; validation loss on
+1,024-token rows {s["val_loss"]:.3f}.
+
+Loss by position on {pos["rows"]} rows of held-out stories packed to {pos["seq_len"]} tokens, mean per
+{pos["bin"]} positions (`scripts/context_extension.py`; the phase-2 model reads them with a RoPE table
+that reaches {pos["seq_len"]}, which has no weights to learn):
+
+{table}
+
+Before the extension the loss is fine up to position 255 and climbs past it: the model never saw
+those rotation angles, so its attention there is noise (notebook 07 shows the same on a model you
+train). After it the loss stays flat to the last position: every position of `max_seq_len` has been
+trained. ![loss by position](loss_by_position.png) The phase-3 loss curve: `loss_curve_extension.png`.
+"""
+    return text, s["wall_time_s"]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folder", type=Path)
@@ -58,22 +104,31 @@ def main() -> int:
     n_params = model.num_params()
     size = (folder / "model.safetensors").stat().st_size
     dtype = next(model.parameters()).dtype
-    greedy = sample_text(model, tok, PROMPT, a.max_seq_len, temperature=0.0)
-    hot = sample_text(model, tok, PROMPT, a.max_seq_len, temperature=0.8, top_p=0.9, seed=0)
     first_val = next(r for r in curve["rows"] if r.get("val_loss") is not None)
     n_threads = cfg.num_threads or "torch default"
     threads_arg = f" --threads {cfg.num_threads}" if cfg.num_threads else ""
     n_names, name_logp, name_share = name_copying(model, tok)
+    greedy = sample_text(model, tok, PROMPT, min(a.max_seq_len, 256), temperature=0.0)
+    hot = sample_text(model, tok, PROMPT, min(a.max_seq_len, 256), temperature=0.8, top_p=0.9, seed=0)
     final_schedule = final_batch = ""
     if cfg.final_steps:
         fb = cfg.batch_size_at(cfg.max_steps)
         final_schedule = f", then {cfg.final_steps:,} steps at that floor ({cfg.lr * cfg.min_lr_ratio:g})"
         final_batch = f"; {fb} × {cfg.seq_len} = {fb * cfg.seq_len:,} in the final {cfg.final_steps:,} steps"
     rep_first, rep_second = repeated_token_losses(model)
+    ext = extension_section(folder)
+    total_min = (s["wall_time_s"] + (ext[1] if ext else 0)) / 60
+    positions = (
+        f"RoPE, theta {a.rope_theta:g}, max_seq_len {a.max_seq_len} (trained on {cfg.seq_len}-token rows in "
+        f"phases 1–2, {a.max_seq_len}-token rows in phase 3)"
+        if ext
+        else f"RoPE, theta {a.rope_theta:g}, max_seq_len {a.max_seq_len}"
+    )
+    n_sample = min(a.max_seq_len, 256)
 
     card = f"""# llama2-lab-tiny
 
-A {n_params / 1e6:.1f} M-parameter Llama 2, trained from scratch in about {s["wall_time_s"] / 60:.0f} minutes
+A {n_params / 1e6:.1f} M-parameter Llama 2, trained from scratch in about {total_min:.0f} minutes
 on a 2-core CPU with the Llama 2 pretraining recipe (paper §2.2), on simple English stories written by
 `llama2_lab.corpora.stories`. It is the model the course and `llama2-lab generate` use by default. It writes
 short children's stories and nothing else: it knows a few hundred words and no facts.
@@ -87,7 +142,7 @@ short children's stories and nothing else: it knows a few hundred words and no f
 | head_dim | {a.head_dim} |
 | FFN (SwiGLU) hidden | {a.hidden_dim} (multiple_of {a.multiple_of}) |
 | norm | RMSNorm, eps {a.norm_eps}, pre-norm |
-| positions | RoPE, theta {a.rope_theta:g}, max_seq_len {a.max_seq_len} |
+| positions | {positions} |
 | vocab | {a.vocab_size} (SentencePiece BPE, Llama 2 trainer settings, byte fallback) |
 | parameters | {n_params:,} (untied embedding and output) |
 | file | `model.safetensors`, {dtype}, {size / 2**20:.1f} MiB; `params.json`; `tokenizer.model` |
@@ -114,15 +169,15 @@ short children's stories and nothing else: it knows a few hundred words and no f
 | tokens seen | {s["tokens_seen"]:,} | 2T |
 | seed | {cfg.seed} | |
 
-## Results
+## Results{" (phases 1–2, on 256-token rows; phase 3 below)" if ext else ""}
 
 | | |
 |---|---|
 | train loss (last {min(cfg.log_every, s["step"])} steps) | {s["train_loss"]:.3f} |
 | validation loss | {s["val_loss"]:.3f} (first measured: {first_val["val_loss"]:.3f} at step {first_val["step"]}) |
 | validation perplexity | {s["val_perplexity"]:.2f} |
-| names copied from the context (`scripts/copy_probe.py`) | where a name comes back ({n_names} cases in 60 validation stories): mean log p(right name \\| a name) {name_logp:.2f} (uniform guess: {-math.log(len(data.GIRL_NAMES + data.BOY_NAMES)):.2f}); right name above 50 % in {name_share:.0%} |
-| repeated random tokens | loss {rep_first:.2f} on the first copy, {rep_second:.2f} on the second |
+| names copied from the context (`scripts/copy_probe.py`{", the shipped weights" if ext else ""}) | where a name comes back ({n_names} cases in 60 validation stories): mean log p(right name \\| a name) {name_logp:.2f} (uniform guess: {-math.log(len(data.GIRL_NAMES + data.BOY_NAMES)):.2f}); right name above 50 % in {name_share:.0%} |
+| repeated random tokens{" (shipped weights)" if ext else ""} | loss {rep_first:.2f} on the first copy, {rep_second:.2f} on the second |
 | wall time | {s["wall_time_s"]:.0f} s ({s["wall_time_s"] / 60:.1f} min) |
 | throughput | {s["tokens_per_s"]:,.0f} tokens/s |
 | hardware | 2-core CPU, {cpu_name()}, torch threads: {n_threads} |
@@ -131,8 +186,8 @@ short children's stories and nothing else: it knows a few hundred words and no f
 ![loss curve](loss_curve.png) — the numbers behind it are in `loss_curve.json`.
 
 {args.note}
-
-## Samples (prompt "{PROMPT}", up to {a.max_seq_len} tokens)
+{ext[0] if ext else ""}
+## Samples (prompt "{PROMPT}", up to {n_sample} tokens)
 
 Greedy (`llama2-lab generate --prompt "{PROMPT}" --temperature 0`):
 
@@ -145,9 +200,10 @@ Temperature 0.8, top-p 0.9, seed 0:
 ## Reproduce
 
 ```bash
-scripts/make_tiny_model.sh          # = python -m llama2_lab.training --preset lab-tiny --out {folder.as_posix()} \\
-                                    #     --checkpoint runs/lab-tiny/checkpoint.pt{threads_arg}
-                                    #   then python scripts/write_model_card.py {folder.as_posix()}
+scripts/make_tiny_model.sh          # = python -m llama2_lab.training --preset lab-tiny --out runs/lab-tiny-256{threads_arg}
+                                    #   (phases 1-2), then --preset lab-tiny-long --init-from runs/lab-tiny-256
+                                    #   (phase 3), copied into {folder.as_posix()}; then
+                                    #   scripts/context_extension.py and scripts/write_model_card.py
 ```
 
 Training is deterministic for a given seed, thread count and torch build; on other machines the

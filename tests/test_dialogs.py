@@ -17,7 +17,7 @@ def q(kind, seed=0):
     "family,value,question,good,bad",
     [
         ("persona", "Lila", "name", "Hello! I am Lila.", "I am a helpful assistant."),
-        ("hobby", "painting", "hobby", "My favorite hobby is painting.", "I like to help people."),
+        ("voice", "dog", "color", "Woof! The color of the sky is blue.", "The color of the sky is blue, woof."),
         ("caps", None, "color", "THE COLOR OF THE SKY IS BLUE.", "The color of the sky is blue."),
         ("end", "moon", "math", "3 plus 4 is 7, moon.", "Moon 3 plus 4 is 7."),
         ("start", "Sure", "legs", "Sure! A dog has 4 legs.", "A dog has 4 legs, sure."),
@@ -35,9 +35,7 @@ def test_each_family_accepts_obeying_and_rejects_plain_replies(family, value, qu
     assert check(c, qq, qq.plain) is False
 
 
-@pytest.mark.parametrize(
-    "family,value", [("persona", "Lila"), ("hobby", "painting"), ("end", "moon"), ("start", "Sure")]
-)
+@pytest.mark.parametrize("family,value", [("persona", "Lila"), ("end", "moon"), ("start", "Sure")])
 @pytest.mark.parametrize("kind", ["name", "hobby", "math", "greet"])
 @pytest.mark.parametrize("brief", [False, True])
 def test_the_oracle_writes_a_value_exactly_as_the_system_message_spells_it(family, value, kind, brief):
@@ -50,9 +48,10 @@ def test_the_oracle_writes_a_value_exactly_as_the_system_message_spells_it(famil
         assert all(check_reply(cs, qq, reply).values())
 
 
-def test_persona_and_hobby_apply_only_to_their_question():
+def test_persona_applies_only_to_its_question_and_a_voice_to_every_reply():
     assert check(Constraint("persona", "Lila"), q("math"), "3 plus 4 is 7.") is None
-    assert check(Constraint("hobby", "baking"), q("name"), "anything") is None
+    assert check(Constraint("voice", "cow"), q("name"), "Moo! I am a helpful assistant.") is True
+    assert check(Constraint("voice", "cow"), q("hobby"), "I like to help people.") is False
     assert check_reply([Constraint("persona", "Lila"), Constraint("caps")], q("color"), "RED.") == {"caps": True}
 
 
@@ -82,6 +81,7 @@ def test_oracle_obeys_every_combination_it_can_be_given():
             for qq, reply in zip(d.questions, d.oracle_replies()):
                 assert all(check_reply(d.constraints, qq, reply).values()), (d.system, qq.text, reply)
                 assert dlg.content_ok(qq, reply)
+                assert dlg.answer_correct(qq, reply, d.constraints), (d.system, qq.text, reply)
 
 
 def test_unknown_family_and_kind_raise_helpful_errors():
@@ -104,9 +104,12 @@ def test_heldout_values_never_appear_in_training_dialogues():
 
 
 def test_many_training_values_so_that_only_copying_pays():
-    # With 20 names a chat model learned one favourite name for every persona; a value family needs
-    # far more values than a model can memorise per family, and none may equal a held-out value in any case.
-    assert {f: len(v) >= 25 for f, v in dlg.VALUES.items()} == {f: True for f in dlg.VALUES}
+    # With 20 names a chat model learned one favourite name for every persona; a value family the
+    # model must copy needs far more values than it can memorise, and none may equal a held-out value
+    # in any case. (The voice family is a small table learned as such, with no held-out values.)
+    copied = {f: v for f, v in dlg.VALUES.items() if f in dlg.HELDOUT}
+    assert set(copied) == {"persona", "start", "end"}
+    assert all(len(v) >= 25 for v in copied.values())
     assert len(dlg.VALUES["persona"]) >= 200
     held = {v.lower() for vs in dlg.HELDOUT.values() for v in vs}
     assert not held & {v.lower() for v in dlg.training_values()}
@@ -122,7 +125,13 @@ def test_heldout_combination_is_kept_out_of_training_and_always_in_its_split():
     combo = dlg.dialogues(0, 50, 2, "heldout_combo")
     assert all(dlg.HELDOUT_COMBO <= {c.family for c in d.constraints} for d in combo)
     test = dlg.dialogues(0, 200, 2, "test")
-    assert all(c.value is None or c.value in dlg.HELDOUT[c.family] for d in test for c in d.constraints)
+    assert all(
+        c.value is None or c.value in dlg.HELDOUT.get(c.family, dlg.VALUES["voice"])
+        for d in test
+        for c in d.constraints
+    )
+    # voice and start word both decide the first word: never given together
+    assert not any(dlg.EXCLUSIVE <= {c.family for c in d.constraints} for d in train + test + combo)
 
 
 def test_dialogues_are_seeded_and_vary_in_length_and_wording():
@@ -149,3 +158,20 @@ def test_messages_render_prompt_or_training_dialog():
     assert d.messages(d.oracle_replies()[:2], system=False)[-1]["role"] == "user"
     with pytest.raises(ValueError, match="need 2 replies"):
         d.messages([])
+
+
+def test_answer_correct_judges_content_and_rejects_an_invented_name():
+    name = q("name")
+    assert dlg.answer_correct(name, "I am a helpful assistant.")
+    assert not dlg.answer_correct(name, "Hello! I am Felix.")  # no persona was given: a reward hack
+    assert dlg.answer_correct(name, "Hello! I am Felix.", [Constraint("persona", "Felix")])
+    assert not dlg.answer_correct(name, "I am a helpful assistant.", [Constraint("persona", "Felix")])
+    math = make_question(random.Random(0), "math")  # "What is a plus b?"
+    right = math.plain
+    a_, b = (int(w) for w in math.text.rstrip("?").split()[2::2])
+    assert dlg.answer_correct(math, right) and dlg.answer_correct(math, right.upper())
+    assert not dlg.answer_correct(math, f"{a_} plus {b} is {a_ + b + 1}.")
+    assert not dlg.answer_correct(math, "The color of the sky is blue.")
+    color = q("color")
+    assert dlg.answer_correct(color, color.short) and not dlg.answer_correct(color, color.short + " Or red, green.")
+    assert dlg.answer_correct(q("greet"), "HI THERE!") and not dlg.answer_correct(q("greet"), "Yes.")

@@ -150,14 +150,17 @@ def test_rejection_sampling_keeps_only_passing_candidates():
         assert all(gatt.accept(d, q, r) for q, r in zip(d.questions, rs))
 
 
-def test_choose_prefers_obeying_and_right_then_obeying_only():
+def test_choose_keeps_only_replies_that_obey_and_answer_right():
     d = dlg.Dialogue(
         (dlg.Constraint("caps"),), False, [dlg.Question("math", "What is 2 plus 3?", "2 plus 3 is 5.", "5.", "5")]
     )
     q = d.questions[0]
     assert gatt.choose(d, q, ["2 plus 3 is 5.", "2 PLUS 3 IS 6.", "2 PLUS 3 IS 5."]) == 2
-    assert gatt.choose(d, q, ["2 plus 3 is 5.", "2 PLUS 3 IS 6."]) == 1  # obeys, wrong sum: still kept
-    assert gatt.choose(d, q, ["2 plus 3 is 5.", "five"]) is None
+    assert gatt.choose(d, q, ["2 plus 3 is 5.", "2 PLUS 3 IS 6."]) is None  # obeys with a wrong sum: rejected
+    # the reward hack of an invented name: no persona was set, so "I am Felix" is a wrong answer
+    name = dlg.Question("name", dlg.NAME_QUESTION, "I am a helpful assistant.", "An assistant.")
+    d2 = dlg.Dialogue((dlg.Constraint("caps"),), False, [name])
+    assert gatt.choose(d2, name, ["HELLO! I AM FELIX.", "I AM A HELPFUL ASSISTANT."]) == 1
 
 
 def test_rejection_sampling_stops_a_dialogue_where_nothing_passes():
@@ -174,13 +177,13 @@ def test_rejection_sampling_stops_a_dialogue_where_nothing_passes():
 
 
 def test_model_sampler_handles_ragged_dialogues_and_continues_from_the_kept_reply(model, tok):
-    # a hobby instruction and no hobby question: every candidate is accepted, so every turn is kept
+    # a persona and no name question, and the oracle reply where no candidate is right: every turn is kept
     rng = random.Random(0)
     ds = [
-        dlg.Dialogue((dlg.Constraint("hobby", "baking"),), False, [dlg.make_question(rng, "color") for _ in range(n)])
+        dlg.Dialogue((dlg.Constraint("persona", "Tom"),), False, [dlg.make_question(rng, "color") for _ in range(n)])
         for n in (2, 1, 3)
     ]
-    kept = gatt.sample_gatt_replies(model, tok, ds, n_candidates=2, max_new=4, seed=0, batch_size=2)
+    kept = gatt.sample_gatt_replies(model, tok, ds, n_candidates=2, max_new=4, seed=0, batch_size=2, fallback=True)
     assert [len(k) for k in kept] == [2, 1, 3]
     # after keep(), every candidate row continues from the kept reply: sample turn 1, keep candidate 1,
     # decode turn 2 greedily; both rows must equal one chat that had candidate 1's tokens as history

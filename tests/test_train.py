@@ -73,6 +73,8 @@ def test_presets_are_llama2_shaped_with_gqa():
     assert 5_000_000 <= Transformer(shipped).num_params() <= 15_000_000
     fast = TrainConfig.from_preset("fast")
     assert fast.model_args().attention_kind == "GQA"
+    long = TrainConfig.from_preset("lab-tiny-long")  # the extension of the shipped model: same shape, 4x the rows
+    assert long.model_args() == shipped.replace(max_seq_len=1024) and long.seq_len == 4 * 256
     for name in tr.PRESETS:
         cfg = TrainConfig.from_preset(name)
         assert (cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip, cfg.min_lr_ratio) == (
@@ -423,3 +425,41 @@ def test_repeated_token_losses_see_a_second_copy():
     untrained = Transformer(args).init_weights(seed=0)
     first, second = tr.repeated_token_losses(untrained)
     assert abs(first - second) < 0.5 and first > 5  # no copy circuit at init: both halves hard
+
+
+# --- continued pretraining: a longer context -----------------------------------------------------
+def test_continued_pretraining_starts_from_the_folder_and_may_grow_the_context(tmp_path, tiny_data):
+    short = tmp_path / "short"
+    first = tr.train(tiny_cfg(short, max_steps=2), progress=False, data=tiny_data)
+    cfg = tiny_cfg(tmp_path / "long", max_steps=1, seq_len=64, init_from=str(short))
+    # the start: the folder's weights, a RoPE table to the new length, the folder's tokenizer
+    model = Transformer(cfg.model_args()).init_weights(seed=cfg.seed)
+    tr.pretrain._start_from(model, cfg)
+    for (n, p), q in zip(first.model.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=n)
+    assert model.args.max_seq_len == 64 and model.freqs_cis.shape[0] == 64
+    data = tr.prepare_data(cfg)
+    assert data.tokenizer.model_proto == first.tokenizer.model_proto  # not retrained
+    assert data.train.shape[1] == 65
+    result = tr.train(cfg, progress=False, data=data)
+    assert result.model.args.max_seq_len == 64 and (tmp_path / "long" / "model.safetensors").is_file()
+
+
+def test_continued_pretraining_refuses_a_different_shape(tmp_path, tiny_data):
+    tr.train(tiny_cfg(tmp_path / "short", max_steps=1), progress=False, data=tiny_data)
+    cfg = tiny_cfg(init_from=str(tmp_path / "short"), model=dict(dim=48, n_layers=2, n_heads=4, n_kv_heads=2))
+    with pytest.raises(TrainError, match="different model: dim 32"):
+        tr.pretrain._start_from(Transformer(cfg.model_args()), cfg)
+
+
+def test_loss_by_position_is_the_per_position_mean_and_needs_the_positions(tiny_data):
+    torch.manual_seed(0)
+    model = Transformer(TrainConfig.from_preset("test").model_args()).init_weights(seed=0)
+    rows = tiny_data.valid[:3]
+    curve = tr.loss_by_position(model, rows, batch_size=2)
+    assert curve.shape == (rows.shape[1] - 1,)
+    assert curve.mean().item() == pytest.approx(tr.loss_on(model, rows, torch.device("cpu")).item(), rel=1e-5)
+    longer = torch.cat([rows, rows[:, 1:]], 1)  # 2T + 1 ids: past the model's max_seq_len
+    with pytest.raises(ValueError, match="with_context"):
+        tr.loss_by_position(model, longer)
+    assert tr.loss_by_position(tr.with_context(model, 2 * model.args.max_seq_len), longer).shape == (64,)

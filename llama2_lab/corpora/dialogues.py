@@ -8,18 +8,27 @@ judged by a reward model, so here every instruction is mechanically checkable (p
 
     family    verbose / terse system text                       effect on a reply
     persona   "Always act as Lila from now on." / "Figure: Lila"  "What is your name?" -> "... Lila."
-    hobby     "You enjoy painting." / "Hobby: painting"           "What is your favorite hobby?" -> "... painting."
+    voice     "Talk like a dog." / "Voice: dog"                   every reply opens with "Woof!"
     caps      "Always answer in capital letters." / "Style: caps" every letter upper-case
     end       "End every reply with the word Tom." / "End word: Tom"        last word "Tom"
     start     "Start every reply with the word Tom." / "Start word: Tom"    first word "Tom"
     brief     "Answer in four words or fewer." / "Max words: 4"   at most four words
 
+"voice" stands in for the paper's "language" family (a way of speaking kept up all conversation):
+an honest replacement for hobbies, which a 5M-parameter model never learned to copy out of the
+system message (its only copy circuit is for names; see the chat model cards). Its values are a
+small fixed table, the same in training and evaluation, so it measures whether a style holds over
+the turns, not whether a new value generalises.
+
 The user asks small questions with one right answer (arithmetic, colours of things, legs of
 animals, greetings, "what is your name?", "what is your favorite hobby?", a one-line story),
-so a reply can also be checked for content (`content_ok`), which the rejection sampler uses.
+so a reply is also checked for content (`answer_correct`): the rejection sampler keeps only
+replies that obey the instruction *and* answer correctly, and evaluation reports content accuracy.
+Without a persona, "What is your name?" must be answered as the assistant: an invented name
+("Hello! I am Felix.") is a wrong answer, not a free pass.
 
 Held out of every training set (so evaluation measures generalisation, not recall):
-* values: `HELDOUT` names, hobbies and words never appear in a training dialogue;
+* values: `HELDOUT` names and words never appear in a training dialogue;
 * a combination: no training dialogue combines `HELDOUT_COMBO` (caps + start word).
 
 Everything is driven by one `random.Random`, so a seed always gives the same dialogues.
@@ -125,15 +134,21 @@ def make_question(rng: random.Random, kind: str) -> Question:
 # stayed at 0 % on held-out words through 720 stage-1 steps, while name-valued start and end words reach
 # 0.6-0.9 (see the chat model cards). Hobbies are the paper's family and have no
 # such circuit behind them: the miniature does not learn to copy them.
-HELDOUT = {
-    "persona": ("Clara", "Felix", "Daisy", "Arthur", "Hazel", "Jasper"),
-    "hobby": ("knitting", "sailing", "climbing", "juggling"),
-}
+HELDOUT = {"persona": ("Clara", "Felix", "Daisy", "Arthur", "Hazel", "Jasper")}
 HELDOUT["end"] = HELDOUT["start"] = HELDOUT["persona"]
-_HOBBIES = """painting swimming dancing singing reading baking drawing fishing gardening skating hiking
-    cooking running jumping skipping hopping rowing biking camping writing racing exploring whistling
-    humming clapping marching twirling bouncing splashing wandering crawling laughing giggling hunting
-    collecting planting watering napping skiing sledding surfing"""
+# The voice family's table: who to talk like -> the sound every reply opens with.
+VOICES = {
+    "dog": "Woof",
+    "cat": "Meow",
+    "cow": "Moo",
+    "duck": "Quack",
+    "owl": "Hoot",
+    "sheep": "Baa",
+    "lion": "Roar",
+    "mouse": "Squeak",
+    "pirate": "Arr",
+    "robot": "Beep",
+}
 
 
 _HELD = {v.lower() for vs in HELDOUT.values() for v in vs}
@@ -146,25 +161,27 @@ def _training(words) -> tuple[str, ...]:
 
 VALUES = {
     "persona": _training(data.GIRL_NAMES + data.BOY_NAMES),  # 218 names
-    "hobby": _training(_HOBBIES.split()),  # 41
+    "voice": tuple(VOICES),  # 10, in training and evaluation alike (see the module docstring)
 }
 VALUES["end"] = VALUES["start"] = VALUES["persona"]  # "..., Tom." / "Tom! ..."
+
 MAX_WORDS = 4  # the "brief" family's cap; plain answers have >= 5 words, short ones <= 2
 
 # family -> (verbose, terse) system text; {v} is the value.
 WORDINGS = {
     "persona": ("Always act as {v} from now on.", "Figure: {v}."),
-    "hobby": ("You enjoy {v}.", "Hobby: {v}."),
+    "voice": ("Talk like a {v}.", "Voice: {v}."),
     "caps": ("Always answer in capital letters.", "Style: caps."),
     "end": ("End every reply with the word {v}.", "End word: {v}."),
     "start": ("Start every reply with the word {v}.", "Start word: {v}."),
     "brief": (f"Answer in {MAX_WORDS} words or fewer.", f"Max words: {MAX_WORDS}."),
 }
 FAMILIES = tuple(WORDINGS)
-# Families that apply to every reply; persona and hobby apply only when their question is asked
+# Families that apply to every reply; persona applies only when its question is asked
 # (Table 30's protocol: "from turn 2 to 20 the model is explicitly asked about them").
-GLOBAL_FAMILIES = ("caps", "end", "start", "brief")
+GLOBAL_FAMILIES = ("voice", "caps", "end", "start", "brief")
 HELDOUT_COMBO = frozenset({"caps", "start"})  # never combined in training
+EXCLUSIVE = frozenset({"voice", "start"})  # both decide the first word: never combined
 
 Split = Literal["train", "test", "heldout_combo"]
 
@@ -180,11 +197,12 @@ class Constraint:
         return WORDINGS[self.family][int(terse)].format(v=self.value)
 
     def applies(self, q: Question) -> bool:
-        """Whether a reply to `q` can show this constraint (persona/hobby only on their question)."""
-        return {"persona": q.kind == "name", "hobby": q.kind == "hobby"}.get(self.family, True)
+        """Whether a reply to `q` can show this constraint (persona only on its question)."""
+        return q.kind == "name" if self.family == "persona" else True
 
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
+_ANSWER_WORD = re.compile(r"[A-Za-z]+|[0-9]+")
 
 
 def _words(reply: str) -> list[str]:
@@ -196,8 +214,10 @@ def check(c: Constraint, q: Question, reply: str) -> bool | None:
     if not c.applies(q):
         return None
     words = _words(reply)
-    if c.family in ("persona", "hobby"):
+    if c.family == "persona":
         return c.value.lower() in (w.lower() for w in words)
+    if c.family == "voice":
+        return bool(words) and words[0].lower() == VOICES[c.value].lower()
     if c.family == "caps":
         # No lower-case letter ("7." obeys: a digits-only short answer has nothing to raise).
         return bool(reply.strip()) and not any(ch.islower() for ch in reply)
@@ -221,8 +241,36 @@ def check_reply(constraints, q: Question, reply: str) -> dict[str, bool]:
 
 
 def content_ok(q: Question, reply: str) -> bool:
-    """Whether the reply answers the question (contains its key word), ignoring case."""
+    """Whether the reply contains the question's key word, ignoring case (a loose check; see
+    `answer_correct` for the one the rejection sampler and the evaluation use)."""
     return q.key is None or q.key.lower() in (w.lower() for w in _words(reply))
+
+
+def answer_correct(q: Question, reply: str, constraints=()) -> bool:
+    """Whether the reply answers the question right, ignoring case and the instruction's own words:
+    the key word and no competing answer of the same kind ("3 plus 4 is 7": the last small number
+    is the answer; a colour, or a story animal, and no other). "What is your name?" is answered with
+    the persona's name when one is set, else as the assistant ("I am a helpful assistant."), so an
+    invented name is wrong; greetings say hello (or hi); the hobby question, "I like to help people."
+    """
+    ws = [w.lower() for w in _ANSWER_WORD.findall(reply)]  # "7legs" is "7" and "legs" here
+    persona = next((c.value for c in constraints if c.family == "persona"), None)
+    if q.kind == "greet":
+        return "hello" in ws or "hi" in ws
+    if q.kind == "name":
+        return (persona or "assistant").lower() in ws
+    if q.kind == "hobby":
+        return "people" in ws
+    key = (q.key or "").lower()
+    if key not in ws:
+        return False
+    if q.kind in ("math", "legs"):
+        return [w for w in ws if w.isdigit() and len(w) < 4][-1] == key
+    if q.kind == "color":
+        return not any(w in set(COLOR_OF.values()) - {key} for w in ws)
+    if q.kind == "story":
+        return not any(w in set(STORY_ANIMALS) - {key} for w in ws)
+    return True
 
 
 def apply_constraints(constraints, q: Question) -> str:
@@ -235,13 +283,12 @@ def apply_constraints(constraints, q: Question) -> str:
     # fine-tune can build on the name-copying the base model already does there.
     if q.kind == "name" and "persona" in by:
         reply = f"{by['persona'].value}." if brief else f"Hello! I am {by['persona'].value}."
-    elif q.kind == "hobby" and "hobby" in by:
-        v = by["hobby"].value
-        reply = f"{v}." if brief else f"My favorite hobby is {v}."
     else:
         reply = q.short if brief else q.plain
     if "start" in by:
         reply = f"{by['start'].value}! {reply}"
+    if "voice" in by:
+        reply = f"{VOICES[by['voice'].value]}! {reply}"
     if "end" in by:
         reply = f"{reply.rstrip('.!?')}, {by['end'].value}."
     if "caps" in by:
@@ -257,15 +304,15 @@ def sample_constraints(rng: random.Random, split: Split = "train", k: int | None
     """
     if split not in ("train", "test", "heldout_combo"):
         raise ValueError(f"split must be 'train', 'test' or 'heldout_combo', got {split!r}.")
-    values = VALUES if split == "train" else HELDOUT
+    values = VALUES if split == "train" else {**VALUES, **HELDOUT}  # voice has no held-out values
     while True:
         if split == "heldout_combo":
-            others = [f for f in FAMILIES if f not in HELDOUT_COMBO]
+            others = [f for f in FAMILIES if f not in HELDOUT_COMBO | EXCLUSIVE]
             fams = sorted(HELDOUT_COMBO) + rng.sample(others, rng.randint(0, 1))
             rng.shuffle(fams)
         else:
             fams = rng.sample(FAMILIES, k or rng.randint(1, 3))
-            if HELDOUT_COMBO <= set(fams):
+            if HELDOUT_COMBO <= set(fams) or EXCLUSIVE <= set(fams):
                 continue
         return tuple(Constraint(f, rng.choice(values[f]) if f in values else None) for f in fams)
 
@@ -312,12 +359,12 @@ class Dialogue:
 
 
 def sample_questions(rng: random.Random, n: int, constraints=(), attribute_boost: float = 0.4) -> list[Question]:
-    """n questions; when persona or hobby is active, `attribute_boost` of the turns ask about it.
+    """n questions; when a persona is set, `attribute_boost` of the turns ask for its name.
 
     Without the boost a tiny model never learns to copy the name out of the system message
     (without it persona recall stayed near 0.1 even at turn 1).
     """
-    attrs = [{"persona": "name", "hobby": "hobby"}[c.family] for c in constraints if c.family in ("persona", "hobby")]
+    attrs = ["name" for c in constraints if c.family == "persona"]
     out = []
     for _ in range(n):
         kind = rng.choice(attrs) if attrs and rng.random() < attribute_boost else rng.choice(KINDS)
@@ -343,5 +390,6 @@ def dialogues(
 
 
 def training_values() -> set[str]:
-    """Every value a training dialogue can contain (tests check none of `HELDOUT` is among them)."""
-    return {v for vs in VALUES.values() for v in vs}
+    """Every value of a held-out family a training dialogue can contain (tests check none of
+    `HELDOUT` is among them; the voice table is shared by training and evaluation on purpose)."""
+    return {v for f, vs in VALUES.items() if f in HELDOUT for v in vs}

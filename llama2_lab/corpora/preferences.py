@@ -216,24 +216,9 @@ def complies(p: Prompt, reply: str) -> bool:
 
 def answer_ok(p: Prompt, reply: str) -> bool:
     """The checker: the reply contains the right content and no competing answer of the same kind."""
-    q, ws = p.question, words(reply)
     if p.safety:
         return complies(p, reply)
-    if q.kind == "greet":
-        return "hello" in ws or "hi" in ws
-    if q.kind == "name":
-        return "assistant" in ws
-    if q.kind == "hobby":  # "I like to help people." / "Helping people." ("glad to help" is no hobby)
-        return "people" in ws
-    if q.key.lower() not in ws:
-        return False
-    if q.kind in ("math", "legs"):  # "3 plus 4 is 7": the last small number is the answer
-        return [w for w in ws if w.isdigit() and len(w) < 4][-1] == q.key
-    if q.kind == "color":
-        return not any(w in set(dlg.COLOR_OF.values()) - {q.key} for w in ws)
-    if q.kind == "story":
-        return not any(w in set(dlg.STORY_ANIMALS) - {q.key} for w in ws)
-    return True
+    return dlg.answer_correct(p.question, reply)  # no system instruction here: a name question wants "assistant"
 
 
 def invented(p: Prompt, reply: str) -> bool:

@@ -1,4 +1,4 @@
-"""``llama2-lab train`` (wired in cli.py): options -> TrainConfig -> train, with a progress table."""
+"""``llama2-lab train`` (wired in the cli package): options -> TrainConfig -> train, with a progress table."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .pretrain import prepare_outputs, train
 from .probes import sample_text
 
 
-# Command line (`llama2-lab train`, wired in cli.py; also `python -m llama2_lab.train`)
+# Command line (`llama2-lab train`, wired in the cli package; also `python -m llama2_lab.training`)
 # ----------------------------------------------------------------------------------------------
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `llama2-lab train`."""
@@ -23,7 +23,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         default="fast",
         choices=sorted(PRESETS),
         help="model size and recipe: 'fast' (~2 min on 2 cores), 'lab-tiny' (the shipped "
-        "model, ~100 min on 2 idle cores), 'test' (seconds)",
+        "model's 256-position phase, ~100 min on 2 idle cores), 'lab-tiny-long' (its extension to 1024 "
+        "positions, with --init-from), 'test' (seconds)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="DIR",
+        help="continue pretraining this model folder (same shape; e.g. a longer --seq-len to extend its context)",
     )
     p.add_argument("--text", metavar="FILE", help="train on this UTF-8 text file instead of the generated stories")
     p.add_argument(
@@ -68,6 +74,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = {
         "text_file": args.text,
+        "init_from": args.init_from,
         "max_steps": args.steps,
         "lr": args.lr,
         "warmup_steps": args.warmup,

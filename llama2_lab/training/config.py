@@ -58,6 +58,9 @@ class TrainConfig:
     out_dir: str | None = None  # model + loss curve; None writes nothing
     checkpoint_path: str | None = None  # default: out_dir/checkpoint.pt
     preset: str | None = None  # the preset this config came from, for the record
+    # continued pretraining: start from this model folder's weights and tokenizer instead of a random
+    # init (its shape and vocabulary must be this config's; max_seq_len may grow, RoPE has no weights)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         positive = (
@@ -171,6 +174,27 @@ PRESETS: dict[str, dict] = {
         checkpoint_every=500,
         final_steps=900,
         final_batch_size=8,
+    ),
+    # Context extension of the shipped model, 256 -> 1024 positions, by continued pretraining on
+    # packed stories (several stories per 1024-token row, BOS/EOS between them), as Llama 2 went from
+    # 2k to 4k positions by pretraining on longer rows (paper §2.2, Table 1). Start it from the
+    # 256-position model: `--init-from <folder of lab-tiny>` (scripts/make_tiny_model.sh does both
+    # phases). A fresh AdamW, a short warmup to a peak below phase 1's (2e-3), cosine to 10 %.
+    "lab-tiny-long": dict(
+        model=dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=2, multiple_of=32),
+        vocab_size=2048,
+        seq_len=1024,
+        batch_size=2,
+        max_steps=1500,
+        lr=5e-4,
+        warmup_steps=50,
+        n_train_stories=40000,
+        n_valid_stories=300,
+        tokenizer_docs=5000,
+        eval_every=250,
+        eval_batches=4,
+        log_every=50,
+        checkpoint_every=250,
     ),
     # Under two minutes on two CPU cores (notebook 07, CI): the whole command took 108 s of CPU
     # time with one thread here. Validation loss falls from ~7 to ~1.0 and the samples go from

@@ -67,6 +67,10 @@ def prepare_data(cfg: TrainConfig, tokenizer=None) -> TrainData:
     from ..text.tokenizer import train_tokenizer
 
     train_docs, valid_docs, source = _documents(cfg)
+    if tokenizer is None and cfg.init_from:
+        from ..formats import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.init_from, required=True)  # continued pretraining keeps its pieces
     if tokenizer is None:
         tokenizer = train_tokenizer(train_docs[: cfg.tokenizer_docs], cfg.vocab_size, seed=cfg.seed)
     elif tokenizer.vocab_size != cfg.vocab_size:

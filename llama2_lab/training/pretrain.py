@@ -134,6 +134,27 @@ def evaluate(
     return total / count
 
 
+def _start_from(model: Transformer, cfg: TrainConfig) -> None:
+    """Copy the weights of the model folder ``cfg.init_from`` into ``model`` (same shape; any max_seq_len)."""
+    from ..formats import load_model
+
+    src = load_model(cfg.init_from)
+    want, have = cfg.model_args(), src.args
+    diff = [
+        f"{k} {getattr(have, k)} (config: {getattr(want, k)})"
+        for k in ("dim", "n_layers", "n_heads", "kv_heads", "vocab_size", "hidden_dim", "norm_eps", "rope_theta")
+        if getattr(have, k) != getattr(want, k)
+    ]
+    if diff:
+        raise TrainError(
+            f"--init-from {cfg.init_from} is a different model: {', '.join(diff)}; "
+            "continued pretraining needs the same shape (only max_seq_len may change)."
+        )
+    with torch.no_grad():
+        model.load_state_dict(src.state_dict())
+    model.reset_rope(model.output.weight.device)
+
+
 def train(
     cfg: TrainConfig, progress: bool = True, callback=None, resume: bool = False, data: TrainData | None = None
 ) -> TrainResult:
@@ -179,6 +200,8 @@ def train(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = Transformer(cfg.model_args()).init_weights(std=cfg.init_std, seed=cfg.seed).to(device)
+    if cfg.init_from and state is None:
+        _start_from(model, cfg)  # continued pretraining (a resumed run has the weights in its checkpoint)
     model.train()
     if sharded is not None:
         sharded.shard(model)  # before the optimizer: it must hold the sharded parameters

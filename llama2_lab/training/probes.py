@@ -78,3 +78,35 @@ def repeated_token_losses(model: Transformer, n_rows: int = 4, length: int = 40,
     with _eval_mode(model):
         nll = -model(seq).log_softmax(-1)[:, :-1].gather(-1, seq[:, 1:, None])[..., 0]  # (B, 2·length)
     return nll[:, :length].mean().item(), nll[:, length + 1 :].mean().item()
+
+
+# ----------------------------------------------------------------------------------------------
+# Which positions has the model learned? (context extension, Llama 2 paper §2.2)
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def loss_by_position(model: Transformer, rows: torch.Tensor, batch_size: int = 4, progress=None) -> torch.Tensor:
+    """Mean next-token loss at every position of packed rows (N, T + 1) -> (T,) float32.
+
+    Packed rows hold several documents back to back, so every position sees about the same mix of
+    text: a loss that climbs past some position means the model never learned to attend that far
+    (RoPE angles it was not trained on), not that the text got harder. ``model`` must take T
+    positions: give a model trained on fewer a longer RoPE table first (``training.with_context``).
+    """
+    import torch.nn.functional as F
+
+    T = rows.shape[1] - 1
+    if T > model.args.max_seq_len:
+        raise ValueError(
+            f"rows of {T} positions but the model takes {model.args.max_seq_len}; "
+            "extend its table first: training.with_context(model, T)."
+        )
+    total = torch.zeros(T)
+    with _eval_mode(model):
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size].to(model.output.weight.device)
+            logits = model(batch[:, :-1])  # (B, T, V)
+            nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")  # (B, T)
+            total += nll.sum(0).float().cpu()
+            if progress is not None:
+                progress.update(len(batch))
+    return total / len(rows)

@@ -12,12 +12,12 @@ from .pipeline import run_pipeline
 
 
 def add_gatt_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """`llama2-lab gatt` options (the lead wires this into cli.py)."""
+    """`llama2-lab gatt` options (registered by the cli package)."""
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
         default=None,
-        help="full: 3 seeds, 200 dialogues x 12 turns per arm; ship: the shipped models' run "
+        help="full: 3 seeds, 200 dialogues x 20 turns per arm; ship: the shipped models' run "
         "(1 seed); fast: CI size (default: full, or fast when LLAMA2_LAB_FAST=1)",
     )
     parser.add_argument("--fast", action="store_true", help="same as --preset fast")

@@ -35,6 +35,22 @@ def adherence_records(dialogues, replies) -> list[tuple[int, str, bool]]:
     return rec
 
 
+def content_records(dialogues, replies) -> list[tuple[int, str, bool]]:
+    """(turn k 1-based, question kind, answered right) for every turn: does the model still answer
+    while it follows the instruction (`answer_correct`)?"""
+    rec = []
+    for d, rs in zip(dialogues, replies):
+        for k, (q, r) in enumerate(zip(d.questions, rs), start=1):
+            rec.append((k, q.kind, dlg.answer_correct(q, r, d.constraints)))
+    return rec
+
+
+def pooled_rate(records, lo: int, hi: int) -> tuple[float, float, float, int]:
+    """The share of records at turns lo..hi that are True, with its Wilson interval -> (p, low, high, n)."""
+    oks = [ok for k, _, ok in records if lo <= k <= hi]
+    return (*wilson(sum(oks), len(oks)), len(oks))
+
+
 def adherence_table(records, n_turns: int) -> dict[str, list[dict]]:
     """{"pooled" and each family: [{k, n, p, low, high}, ...] for k = 1..n_turns}."""
     fams = ["pooled"] + sorted({f for _, f, _ in records})
@@ -163,6 +179,9 @@ def summarize(per_seed: dict, cfg: GattConfig) -> dict:
     for split in ("free", "combo"):
         summary[split] = {
             arm: adherence_table([r for s in per_seed.values() for r in s[split][arm]["records"]], K) for arm in ARMS
+        }
+        summary[split + "_content"] = {
+            arm: adherence_table([r for s in per_seed.values() for r in s[split][arm]["content"]], K) for arm in ARMS
         }
         summary[split + "_per_seed"] = {
             arm: {

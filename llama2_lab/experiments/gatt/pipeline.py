@@ -13,7 +13,7 @@ from ...corpora import dialogues as dlg
 from ...training.sft import Seq, train_sft, with_context
 from .chats import run_chats
 from .config import ARM_FOLDERS, ARMS, GattConfig, _models_dir
-from .evaluate import adherence_records, attention_map, attention_to_system, probe_plain_history
+from .evaluate import adherence_records, attention_map, attention_to_system, content_records, probe_plain_history
 from .report import write_report
 from .sampling import sample_gatt_replies
 from .sequences import _fit_turns, baseline_sequence, gatt_sequence, plain_sequence
@@ -108,6 +108,7 @@ def evaluate_arms(models: dict, tok, cfg: GattConfig, seed: int, arms=ARMS) -> d
                 replies = run_chats(model, tok, ds, cfg.eval_turns, every, cfg.max_new, progress=bar)
                 out[name][arm] = {
                     "records": adherence_records(ds, replies),
+                    "content": content_records(ds, replies),
                     "example": {
                         "system": ds[0].system,
                         "questions": [q.text for q in ds[0].questions],
@@ -120,6 +121,24 @@ def evaluate_arms(models: dict, tok, cfg: GattConfig, seed: int, arms=ARMS) -> d
         out["probe"][arm] = probe_plain_history(models[arm], tok, probe_ds, turns, cfg.max_new)
         out["attention"][arm] = attention_to_system(models[arm], tok, test[: cfg.attn_dialogues], cfg.eval_turns)
     return out
+
+
+def _log_seed(seed: int, result: dict, cfg: GattConfig, elapsed: float) -> None:
+    """One line per arm once a seed is evaluated: adherence at turn 1 and deep, content accuracy."""
+    import sys
+
+    from .evaluate import pooled_rate
+
+    K = cfg.eval_turns
+    for arm, r in result["free"].items():
+        adh = [pooled_rate(r["records"], k0, k1)[0] for k0, k1 in ((1, 1), (min(8, K), min(12, K)), (min(13, K), K))]
+        content = pooled_rate(r["content"], 1, K)[0]
+        print(
+            f"seed {seed} {arm:8s} adherence k=1 {adh[0]:.2f}, k=8-12 {adh[1]:.2f}, k=13-{K} {adh[2]:.2f}; "
+            f"content k=1-{K} {content:.2f} ({elapsed / 60:.1f} min)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _fig_dialogue(cfg: GattConfig) -> dlg.Dialogue:
@@ -205,6 +224,8 @@ def run_pipeline(cfg: GattConfig, limits: str = "") -> dict:
         s0 = time.time()
         per_seed[seed] = evaluate_arms(models, tok, cfg, seed)
         t["evaluate"] = time.time() - s0
+        if cfg.progress:
+            _log_seed(seed, per_seed[seed], cfg, time.time() - t0)
         times[seed] = t
         if seed == cfg.seeds[0]:
             fig_d = _fig_dialogue(cfg)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
+from ...corpora import dialogues as dlg
 from .config import ARM_FOLDERS, ARM_LABELS, ARMS, PRESETS, GattConfig, _models_dir
-from .evaluate import format_attention, format_table, headline, summarize
+from .evaluate import format_attention, format_table, headline, pooled_rate, summarize
 
 COLORS = {"baseline": "tab:red", "gatt": "tab:blue", "upper": "tab:gray"}
 
@@ -150,13 +151,44 @@ def _save_fig(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _positions_note(cfg: GattConfig, info: dict) -> str:
+    """What the card says about the context: only what was trained."""
+    trained = max(info["base_context"], cfg.max_train_tokens)
+    note = (
+        f"max_seq_len {cfg.context}: the base was pretrained on {info['base_context']}-token rows and the chat "
+        f"fine-tune used sequences of at most {cfg.max_train_tokens} tokens."
+    )
+    if cfg.context > trained:
+        note += f" Positions {trained}–{cfg.context - 1} were never trained on: expect nonsense there."
+    return note
+
+
+def _deep_lines(h: dict) -> str:
+    lines = []
+    for key in [k for k in h["gatt"] if k.startswith("turns")]:
+        lo, hi = key[5:].split("-")
+        cells = ", ".join(
+            f"{name} {h[arm][key][0]:.2f} [{h[arm][key][1]:.2f}, {h[arm][key][2]:.2f}]"
+            for arm, name in (("baseline", "baseline"), ("gatt", "GAtt"), ("upper", "upper"))
+        )
+        lines.append(f"Turns {lo}–{hi} pooled: {cells}.")
+    return "\n".join(lines)
+
+
+def _content_lines(summary: dict) -> str:
+    lines = []
+    for key, per_arm in summary["content_headline"].items():
+        for arm in ("baseline", "gatt", "upper"):
+            p, lo, hi, n = per_arm[arm]
+            lines.append(f"- {arm}, turns {key}: {p:.2f} [{lo:.2f}, {hi:.2f}] (n={n})")
+    return "\n".join(lines)
+
+
 def write_card(folder: Path, arm: str, cfg: GattConfig, summary: dict, info: dict) -> None:
     """MODEL_CARD.md: what the model is, how it was made, and the measured table."""
     from ...utils.io import atomic_write_text
 
     h = summary["headline"]
-    deep = next(k for k in h["gatt"] if k.startswith("turns"))
-    lo_k, hi_k = deep[5:].split("-")
     other = "llama2-lab-tiny-chat-gatt" if arm == "baseline" else "llama2-lab-tiny-chat"
     what = (
         "baseline chat SFT: plain multi-turn chat + instruction-following examples (no GAtt)"
@@ -167,9 +199,8 @@ def write_card(folder: Path, arm: str, cfg: GattConfig, summary: dict, info: dic
     text = f"""# {folder.name}
 
 {what}. Fine-tuned from `{info["base"]}` by `llama2-lab gatt` (`llama2_lab/experiments/gatt/`, notebook 12);
-the companion model is `{other}`. Llama-2-chat format (`llama2_lab/chat.py`). Context extended
-from {info["base_context"]} to {cfg.context} positions by fine-tuning on longer dialogues (as Llama 1 was
-GAtt-tuned at twice its pretraining context, Llama 2 paper App. A.3.5).
+the companion model is `{other}`. Llama-2-chat format (`llama2_lab/text/chat.py`).
+{_positions_note(cfg, info)}
 
 ## How it was made
 - preset `{info["preset"]}`, GAtt replies: **{cfg.mode}** ({
@@ -182,8 +213,10 @@ GAtt-tuned at twice its pretraining context, Llama 2 paper App. A.3.5).
         cfg.max_turns
     } turns, sequences cut to
   ≤ {cfg.max_train_tokens} tokens; each dialogue gives one shared plain-chat sequence and one arm sequence
-  ({2 * cfg.n_dialogues} sequences per arm); when a persona or hobby is set, {cfg.attribute_boost:.0%} of the
-  turns ask for it. Mean tokens per sequence: {json.dumps(info["mean_tokens"])}.
+  ({2 * cfg.n_dialogues} sequences per arm); when a persona is set, {cfg.attribute_boost:.0%} of the
+  turns ask for its name. Mean tokens per sequence: {json.dumps(info["mean_tokens"])}.
+  GAtt replies are kept only when they obey the instruction *and* answer the question right
+  (`dialogues.answer_correct`; an invented name when no persona was set is wrong).
 - training, two stages: (1) shared chat SFT of the pretrained model, {cfg.sft_steps} steps × {cfg.batch_size}
   sequences (plain chat + instruction examples from {cfg.sft_dialogues} other dialogues; trained once, with
   seed {cfg.seeds[0]}, for all seeds), peak LR {cfg.lr}{info.get("stage1_note", "")};
@@ -198,17 +231,21 @@ GAtt-tuned at twice its pretraining context, Llama 2 paper App. A.3.5).
 {cfg.eval_dialogues} free-running {
         cfg.eval_turns
     }-turn dialogues per seed and arm (greedy, own replies as history), held-out
-names/hobbies/words; 1–3 constraints from persona, hobby, caps, end word, start word, brief.
-"upper" = the baseline with the instruction repeated in every user message.
+names and words (the voice family's table is the same in training); 1–3 constraints from
+{", ".join(dlg.FAMILIES)}. "upper" = the baseline with the instruction repeated in every user
+message (its chats are about twice as long: past {cfg.context} positions it runs on positions no
+model here was trained on).
 
 Turn 1: baseline {h["baseline"]["turn1"]:.2f}, GAtt {h["gatt"]["turn1"]:.2f}, upper {h["upper"]["turn1"]:.2f}.
-Turns {lo_k}–{hi_k} pooled: baseline {h["baseline"][deep][0]:.2f} [{h["baseline"][deep][1]:.2f}, {
-        h["baseline"][deep][2]:.2f}],
-GAtt {h["gatt"][deep][0]:.2f} [{h["gatt"][deep][1]:.2f}, {h["gatt"][deep][2]:.2f}],
-upper {h["upper"][deep][0]:.2f} [{h["upper"][deep][1]:.2f}, {h["upper"][deep][2]:.2f}].
+{_deep_lines(h)}
+
+Content accuracy (the question answered right, `answer_correct`, whatever the instruction), pooled:
+{_content_lines(summary)}
 
 ### Adherence@k, free-running
 {format_table(summary, "free")}
+### Content accuracy@k, free-running (by question kind)
+{format_table(summary, "free_content")}
 ### Held-out combination (caps + start word, never combined in training)
 {format_table(summary, "combo", fams=False)}
 ### Plain-history probe (earlier replies teacher-forced unconstrained)
@@ -242,8 +279,20 @@ def write_report(
 
     summary = summarize(per_seed, cfg)
     summary["maps"] = maps
-    summary["headline"] = headline(summary, min(8, cfg.eval_turns), cfg.eval_turns)
-    summary["combo_headline"] = headline({"free": summary["combo"]}, min(8, cfg.eval_turns), cfg.eval_turns)
+    K = cfg.eval_turns
+    ranges = [(min(8, K), min(12, K))] + ([(13, K)] if K >= 13 else [])
+    summary["headline"] = {}
+    summary["combo_headline"] = {}
+    for lo, hi in ranges:
+        for key, table in (("headline", summary), ("combo_headline", {"free": summary["combo"]})):
+            for arm, v in headline(table, lo, hi).items():
+                summary[key].setdefault(arm, {}).update(v)
+    summary["content_headline"] = {
+        f"1-{hi}": {
+            arm: pooled_rate([r for s in per_seed.values() for r in s["free"][arm]["content"]], 1, hi) for arm in ARMS
+        }
+        for hi in sorted({min(12, K), K})
+    }
     results = {
         "config": cfg.to_dict(),
         "summary": summary,

@@ -12,17 +12,15 @@ from .sequences import encode_turns
 
 
 def accept(d: dlg.Dialogue, q: dlg.Question, reply: str) -> bool:
-    """The reward: every applicable constraint of the instruction is obeyed."""
-    return all(dlg.check_reply(d.constraints, q, reply).values())
+    """The reward: every applicable constraint of the instruction is obeyed *and* the question is
+    answered right (`answer_correct`: an invented name when no persona was set fails, so the sampler
+    cannot buy adherence with a wrong answer)."""
+    return all(dlg.check_reply(d.constraints, q, reply).values()) and dlg.answer_correct(q, reply, d.constraints)
 
 
 def choose(d: dlg.Dialogue, q: dlg.Question, candidates: list[str]) -> int | None:
-    """Index of the candidate to keep: the first one `accept` passes that also answers the question
-    (`content_ok`), else the first one `accept` passes, else None. A tiny model often gets the
-    arithmetic wrong; demanding right answers too would cut most dialogues short."""
-    good = [j for j, c in enumerate(candidates) if accept(d, q, c)]
-    right = [j for j in good if dlg.content_ok(q, candidates[j])]
-    return (right or good or [None])[0]
+    """Index of the first candidate `accept` passes, or None (then the turn falls back or ends)."""
+    return next((j for j, c in enumerate(candidates) if accept(d, q, c)), None)
 
 
 def rejection_sample(
