@@ -78,7 +78,7 @@ PRESETS = {
         probe_turns=(1, 4, 8),
         attn_dialogues=4,
         max_new=24,
-        context=512,
+        context=1024,
     ),
 }
 

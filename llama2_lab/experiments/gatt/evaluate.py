@@ -183,6 +183,12 @@ def summarize(per_seed: dict, cfg: GattConfig) -> dict:
         summary[split + "_content"] = {
             arm: adherence_table([r for s in per_seed.values() for r in s[split][arm]["content"]], K) for arm in ARMS
         }
+        if all("past_context" in s[split][arm] for s in per_seed.values() for arm in ARMS):
+            n = {arm: sum(_n_dialogues(s[split][arm]) for s in per_seed.values()) for arm in ARMS}
+            summary[split + "_past_context"] = {  # share of the chats past cfg.context by the end of turn k
+                arm: [sum(s[split][arm]["past_context"][k] for s in per_seed.values()) / n[arm] for k in range(K)]
+                for arm in ARMS
+            }
         summary[split + "_per_seed"] = {
             arm: {
                 str(seed): [row["p"] for row in adherence_table(s[split][arm]["records"], K)["pooled"]]
@@ -201,6 +207,11 @@ def summarize(per_seed: dict, cfg: GattConfig) -> dict:
         }
     summary["attention"] = att
     return summary
+
+
+def _n_dialogues(result: dict) -> int:
+    """The dialogues one arm was evaluated on in one seed: its content records of turn 1 count them."""
+    return sum(1 for k, _, _ in result["content"] if k == 1)
 
 
 def headline(summary: dict, lo: int = 8, hi: int = 12) -> dict:

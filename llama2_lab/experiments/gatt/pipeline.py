@@ -16,7 +16,9 @@ from .config import ARM_FOLDERS, ARMS, GattConfig, _models_dir
 from .evaluate import adherence_records, attention_map, attention_to_system, content_records, probe_plain_history
 from .report import write_report
 from .sampling import sample_gatt_replies
-from .sequences import _fit_turns, baseline_sequence, gatt_sequence, plain_sequence
+from .sequences import _fit_turns, baseline_sequence, encode_turns, gatt_sequence, plain_sequence
+
+SAMPLING_CONTEXT_FACTOR = 3  # the sampler's RoPE table, in multiples of cfg.context (see run_pipeline)
 
 
 def _bar(cfg: GattConfig, total: int, desc: str):
@@ -92,6 +94,19 @@ def load_base(cfg: GattConfig):
     return with_context(model, cfg.context), load_tokenizer(path, required=True), model.args.max_seq_len
 
 
+def turns_past(tok, dialogues, replies, sys_every: bool, context: int) -> list[int]:
+    """Per turn k (index k-1): how many of the chats had passed `context` tokens by the end of turn k."""
+    n_turns = max(len(r) for r in replies)
+    past = [0] * n_turns
+    for d, rs in zip(dialogues, replies):
+        users = [q.text for q in d.questions[: len(rs)]]
+        ids, _ = encode_turns(tok, d.system, users, rs, sys_turns=range(len(rs)) if sys_every else (0,))
+        bos = [i for i, t in enumerate(ids) if t == tok.bos_id][1:] + [len(ids)]  # where each turn ends
+        for k, end in enumerate(bos):
+            past[k] += end > context
+    return past
+
+
 def evaluate_arms(models: dict, tok, cfg: GattConfig, seed: int, arms=ARMS) -> dict:
     """Adherence@k (free-running, greedy) for the three arms on held-out values and the held-out
     combination; the plain-history probe and the attention metrics for baseline and GAtt."""
@@ -101,14 +116,17 @@ def evaluate_arms(models: dict, tok, cfg: GattConfig, seed: int, arms=ARMS) -> d
     setups = {"baseline": ("baseline", False), "gatt": ("gatt", False), "upper": ("baseline", True)}
     for arm in arms:
         model, every = models[setups[arm][0]], setups[arm][1]
-        if every:  # the repeated system messages make these chats about twice as long
-            model = with_context(model, 2 * model.args.max_seq_len)
+        # A free-running chat that talks long (or the upper arm's repeated system messages, about twice
+        # as long) may pass the trained context: it goes on with a longer RoPE table, and the turns that
+        # end past cfg.context are counted (`past_context`) so the card can say how many there were.
+        model = with_context(model, SAMPLING_CONTEXT_FACTOR * cfg.context)
         with _bar(cfg, (len(test) + len(combo)) * cfg.eval_turns, f"seed {seed}: evaluate {arm}") as bar:
             for name, ds in (("free", test), ("combo", combo)):
                 replies = run_chats(model, tok, ds, cfg.eval_turns, every, cfg.max_new, progress=bar)
                 out[name][arm] = {
                     "records": adherence_records(ds, replies),
                     "content": content_records(ds, replies),
+                    "past_context": turns_past(tok, ds, replies, every, cfg.context),
                     "example": {
                         "system": ds[0].system,
                         "questions": [q.text for q in ds[0].questions],
@@ -118,8 +136,9 @@ def evaluate_arms(models: dict, tok, cfg: GattConfig, seed: int, arms=ARMS) -> d
     probe_ds = test[: cfg.probe_dialogues]
     turns = [k for k in cfg.probe_turns if k <= cfg.eval_turns]
     for arm in [a for a in arms if a != "upper"]:
-        out["probe"][arm] = probe_plain_history(models[arm], tok, probe_ds, turns, cfg.max_new)
-        out["attention"][arm] = attention_to_system(models[arm], tok, test[: cfg.attn_dialogues], cfg.eval_turns)
+        long = with_context(models[arm], SAMPLING_CONTEXT_FACTOR * cfg.context)  # same weights, see above
+        out["probe"][arm] = probe_plain_history(long, tok, probe_ds, turns, cfg.max_new)
+        out["attention"][arm] = attention_to_system(long, tok, test[: cfg.attn_dialogues], cfg.eval_turns)
     return out
 
 
@@ -193,11 +212,15 @@ def run_pipeline(cfg: GattConfig, limits: str = "") -> dict:
         s0 = time.time()
         make, sample_stats = None, {}
         if cfg.mode == "sampled":
+            # GAtt step 1 puts the instruction on every user message, so the sampling chats run up to
+            # about twice as long as the training sequences (which keep it in turn 1 only): the sampler
+            # gets a longer RoPE table, and what it samples there is checked like any other reply.
+            sampler_model = with_context(start, SAMPLING_CONTEXT_FACTOR * cfg.context)
 
-            def make(ds, seed=seed, start=start, sample_stats=sample_stats):
+            def make(ds, seed=seed, sampler_model=sampler_model, sample_stats=sample_stats):
                 with _bar(cfg, sum(len(d.questions) for d in ds), f"seed {seed}: sample GAtt replies") as bar:
                     return sample_gatt_replies(
-                        start,
+                        sampler_model,
                         tok,
                         ds,
                         cfg.n_candidates,

@@ -175,6 +175,18 @@ def _deep_lines(h: dict) -> str:
     return "\n".join(lines)
 
 
+def _past_context_note(summary: dict, cfg: GattConfig) -> str:
+    """How many free-running chats ran past the trained context, per arm, by the last turn."""
+    past = summary.get("free_past_context")
+    if not past:
+        return ""
+    cells = ", ".join(f"{arm} {v[-1]:.0%}" for arm, v in past.items())
+    return (
+        f"Chats that had passed {cfg.context} tokens (the trained context) by turn {cfg.eval_turns}: {cells}; "
+        "those turns ran on positions no model here was trained on (a longer RoPE table, same weights)."
+    )
+
+
 def _content_lines(summary: dict) -> str:
     lines = []
     for key, per_arm in summary["content_headline"].items():
@@ -216,7 +228,10 @@ the companion model is `{other}`. Llama-2-chat format (`llama2_lab/text/chat.py`
   ({2 * cfg.n_dialogues} sequences per arm); when a persona is set, {cfg.attribute_boost:.0%} of the
   turns ask for its name. Mean tokens per sequence: {json.dumps(info["mean_tokens"])}.
   GAtt replies are kept only when they obey the instruction *and* answer the question right
-  (`dialogues.answer_correct`; an invented name when no persona was set is wrong).
+  (`dialogues.answer_correct`; an invented name when no persona was set is wrong). They were sampled
+  with the instruction on every user message, as the paper's step 1 does; those chats run up to about
+  twice as long as the training sequences, so the sampler ran with a longer RoPE table (positions past
+  {cfg.context} untrained; a reply sampled there is kept only if it passes the same check).
 - training, two stages: (1) shared chat SFT of the pretrained model, {cfg.sft_steps} steps × {cfg.batch_size}
   sequences (plain chat + instruction examples from {cfg.sft_dialogues} other dialogues; trained once, with
   seed {cfg.seeds[0]}, for all seeds), peak LR {cfg.lr}{info.get("stage1_note", "")};
@@ -241,6 +256,8 @@ Turn 1: baseline {h["baseline"]["turn1"]:.2f}, GAtt {h["gatt"]["turn1"]:.2f}, up
 
 Content accuracy (the question answered right, `answer_correct`, whatever the instruction), pooled:
 {_content_lines(summary)}
+
+{_past_context_note(summary, cfg)}
 
 ### Adherence@k, free-running
 {format_table(summary, "free")}
