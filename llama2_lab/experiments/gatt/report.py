@@ -40,6 +40,7 @@ def plot_adherence(summary: dict, split: str = "free"):
         ylim=(-0.02, 1.02),
         title="Pooled, free-running (held-out values)",
     )
+    ax0.set_xticks([k for k in (1, 4, 8, 12, 16, 20) if k <= max(ks)])
     ax0.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=1, frameon=False)
     for i, fam in enumerate(fams):
         ax = fig.add_subplot(grid[i // ncol, 1 + i % ncol])
