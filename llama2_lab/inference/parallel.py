@@ -36,7 +36,9 @@ from __future__ import annotations
 import atexit
 import os
 import random
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -238,15 +240,24 @@ def shared_seed(ctx: DistContext, seed: int | None) -> int:
 
 def quiet_other_ranks(ctx: DistContext) -> None:
     """Only rank 0 writes to stdout (Meta's reference does the same); errors on stderr stay visible."""
-    import sys
-
     if not ctx.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
 
 
 def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group together. A barrier first: a rank that tears down its connections while
+    another still holds them can make gloo abort the process at exit ("terminate called without an
+    active exception", SIGABRT), which turned a finished run into a failed one on a busy CPU."""
+    if not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=60))  # names a rank that never arrives
+        else:
+            dist.barrier()
+    except RuntimeError as err:  # a peer already gone (it failed, and said why on its own stderr)
+        print(f"rank {dist.get_rank()}: leaving without the others: {err}", file=sys.stderr)
+    dist.destroy_process_group()
 
 
 # --- a demo for notebooks/14_scaling_out.ipynb ---------------------------------------------------------
