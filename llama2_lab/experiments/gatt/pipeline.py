@@ -114,12 +114,12 @@ def evaluate_arms(models: dict, tok, cfg: GattConfig, seed: int, arms=ARMS) -> d
     combo = dlg.dialogues(40_000 + seed, cfg.combo_dialogues, cfg.eval_turns, "heldout_combo", min_turns=cfg.eval_turns)
     out: dict = {"free": {}, "combo": {}, "probe": {}, "attention": {}}
     setups = {"baseline": ("baseline", False), "gatt": ("gatt", False), "upper": ("baseline", True)}
+    # A free-running chat that talks long (or the upper arm's repeated system messages, about twice as
+    # long) may pass the trained context: it goes on with a longer RoPE table (same weights), and the
+    # turns that end past cfg.context are counted (`past_context`) so the card can say how many there were.
+    long = {m: with_context(models[m], SAMPLING_CONTEXT_FACTOR * cfg.context) for m in {setups[a][0] for a in arms}}
     for arm in arms:
-        model, every = models[setups[arm][0]], setups[arm][1]
-        # A free-running chat that talks long (or the upper arm's repeated system messages, about twice
-        # as long) may pass the trained context: it goes on with a longer RoPE table, and the turns that
-        # end past cfg.context are counted (`past_context`) so the card can say how many there were.
-        model = with_context(model, SAMPLING_CONTEXT_FACTOR * cfg.context)
+        model, every = long[setups[arm][0]], setups[arm][1]
         with _bar(cfg, (len(test) + len(combo)) * cfg.eval_turns, f"seed {seed}: evaluate {arm}") as bar:
             for name, ds in (("free", test), ("combo", combo)):
                 replies = run_chats(model, tok, ds, cfg.eval_turns, every, cfg.max_new, progress=bar)
@@ -136,9 +136,8 @@ def evaluate_arms(models: dict, tok, cfg: GattConfig, seed: int, arms=ARMS) -> d
     probe_ds = test[: cfg.probe_dialogues]
     turns = [k for k in cfg.probe_turns if k <= cfg.eval_turns]
     for arm in [a for a in arms if a != "upper"]:
-        long = with_context(models[arm], SAMPLING_CONTEXT_FACTOR * cfg.context)  # same weights, see above
-        out["probe"][arm] = probe_plain_history(long, tok, probe_ds, turns, cfg.max_new)
-        out["attention"][arm] = attention_to_system(long, tok, test[: cfg.attn_dialogues], cfg.eval_turns)
+        out["probe"][arm] = probe_plain_history(long[arm], tok, probe_ds, turns, cfg.max_new)
+        out["attention"][arm] = attention_to_system(long[arm], tok, test[: cfg.attn_dialogues], cfg.eval_turns)
     return out
 
 
