@@ -7,7 +7,9 @@ BOS/EOS between them (`llama2_lab.corpora.stories.chunk_tensor`), so every posit
 text. The 256-position model gets a RoPE table that reaches 1,024 (`training.with_context`; RoPE has no
 weights) and shows what a model does past the positions it was trained on. Writes, beside the extended
 model: `loss_by_position.json` (the per-position curves and their 128-position bins) and
-`loss_by_position.png`, and prints the Markdown table the model card quotes.
+`loss_by_position.png`, and prints the Markdown table the model card quotes. It also probes what the
+phase's supplement taught (`training.sum_accuracy`, `training.shout_loss`): the 100 sums of two digits,
+and the loss on 40 held-out stories with their quoted lines as written and shouted in capitals.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 from llama2_lab.corpora import stories as data
 from llama2_lab.formats import load_model, load_tokenizer
-from llama2_lab.training import loss_by_position, with_context
+from llama2_lab.training import loss_by_position, shout_loss, sum_accuracy, with_context
 from llama2_lab.utils.io import atomic_path, atomic_write_text
 
 BIN = 128
@@ -81,11 +83,18 @@ def main() -> int:
     }
     curves = {label: loss_by_position(m, rows) for label, (m, _) in labels.items()}
     trained = {label: n for label, (_, n) in labels.items()}
+    # What the phase's supplement (corpora/numbers.py) taught: sums and shouted lines, before and after.
+    stories = list(data.valid_stories(40))
+    probes = {}
+    for label, (m, _) in labels.items():
+        plain, shouted = shout_loss(m, tok, stories)
+        probes[label] = {"sum_accuracy": sum_accuracy(m, tok), "loss_plain": plain, "loss_shouted": shouted}
     result = {
         "rows": len(rows),
         "seq_len": T,
         "bin": BIN,
         "models": {label: {"trained_positions": trained[label], "binned": binned(c)} for label, c in curves.items()},
+        "probes": probes,
         "curves": {label: [round(float(x), 5) for x in c] for label, c in curves.items()},
     }
     atomic_write_text(args.extended / "loss_by_position.json", json.dumps(result, indent=1) + "\n")
@@ -99,6 +108,10 @@ def main() -> int:
     ]
     print(f"{len(rows)} held-out rows of {T} tokens (mean loss per 128 positions)\n")
     print(head + "\n".join(lines))
+    for label, v in probes.items():
+        print(
+            f"{label}: sums right {v['sum_accuracy']:.0%}; loss on stories {v['loss_plain']:.3f}, shouted {v['loss_shouted']:.3f}"
+        )
     return 0
 
 

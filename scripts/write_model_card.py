@@ -56,13 +56,36 @@ def extension_section(folder: Path) -> tuple[str, float] | None:
         + " |"
         for i in range(n_bins)
     )
+    supplement = ""
+    if cfg.supplement_share:
+        supplement = (
+            f", with {cfg.supplement_share:.0%} of the documents from `corpora/numbers.py`: counting stories "
+            'written with digits ("3 plus 4 is 7") and stories whose characters shout in capitals, two things '
+            "the stories never contain and the chat questions need (the tokenizer spells digits with byte "
+            "tokens and capital words letter by letter: phases 1–2 never trained those tokens)"
+        )
+    probes = ""
+    if "probes" in pos:
+        rows = "\n".join(
+            f"| {k} | {v['sum_accuracy']:.0%} | {v['loss_plain']:.3f} | {v['loss_shouted']:.3f} |"
+            for k, v in pos["probes"].items()
+        )
+        probes = f"""
+What the supplement taught (`scripts/context_extension.py`: `training.sum_accuracy`, greedy, the 100 sums
+of two digits after `Mia said, "a plus b is`; `training.shout_loss`, mean loss per token on 40 held-out
+stories as written and with every quoted line in capitals):
+
+| model | sums right | loss, stories | loss, quotes shouted |
+|---|---|---|---|
+{rows}
+"""
     text = f"""
 ## Phase 3: the context extended from 256 to {cfg.seq_len} positions
 
 Llama 2 doubled Llama 1's context (2k -> 4k) by pretraining on longer rows (paper §2.2, Table 1); this
 model was extended the same way, by continued pretraining of the phase-2 weights
 (`--preset lab-tiny-long --init-from <phase-2 model>`) on the same stories packed into rows of
-{cfg.seq_len + 1} tokens (several stories per row, BOS/EOS between them), a fresh AdamW, {cfg.warmup_steps}
+{cfg.seq_len + 1} tokens (several stories per row, BOS/EOS between them){supplement}, a fresh AdamW, {cfg.warmup_steps}
 warmup steps to a peak LR of {cfg.lr:g}, cosine to {cfg.min_lr_ratio:.0%}: {s["step"]:,} steps of
 {cfg.batch_size} × {cfg.seq_len} tokens ({s["tokens_seen"]:,} tokens), {s["wall_time_s"] / 60:.1f} min at
 {s["tokens_per_s"]:,.0f} tokens/s. Train loss over the first {cfg.log_every} steps {first_train:.3f}
@@ -79,7 +102,7 @@ Before the extension the loss is fine up to position 255 and climbs past it: the
 those rotation angles, so its attention there is noise (notebook 07 shows the same on a model you
 train). After it the loss stays flat to the last position: every position of `max_seq_len` has been
 trained. ![loss by position](loss_by_position.png) The phase-3 loss curve: `loss_curve_extension.png`.
-"""
+{probes}"""
     return text, s["wall_time_s"]
 
 

@@ -79,6 +79,20 @@ def test_gatt_sequence_has_instruction_only_in_turn_one_and_loss_only_on_last_re
     assert ids[-1] == tok.eos_id and mask[-1] == 1
 
 
+def test_gatt_sequence_loss_all_trains_every_reply_and_equals_the_last_reply_loss_on_each_prefix(tok):
+    d = dialogue(3)
+    replies = d.oracle_replies()
+    ids, mask = gatt.gatt_sequence(tok, d, replies, loss="all")
+    assert masked_text(tok, ids, mask) == [r + "<eos>" for r in replies]
+    # the same tokens and the same targets as the three prefixes, each with the loss on its last reply
+    prefixes = [gatt.gatt_sequence(tok, d, replies[:n]) for n in (1, 2, 3)]
+    assert prefixes[-1][0] == ids
+    union = [max(m[i] if i < len(m) else 0 for _, m in prefixes) for i in range(len(ids))]
+    assert union == mask
+    with pytest.raises(ValueError, match="'last' or 'all'"):
+        gatt.gatt_sequence(tok, d, replies, loss="every")
+
+
 def test_plain_and_baseline_masks(tok):
     d = dialogue(4)
     ids, mask = gatt.plain_sequence(tok, d, 3)

@@ -463,3 +463,42 @@ def test_loss_by_position_is_the_per_position_mean_and_needs_the_positions(tiny_
     with pytest.raises(ValueError, match="with_context"):
         tr.loss_by_position(model, longer)
     assert tr.loss_by_position(tr.with_context(model, 2 * model.args.max_seq_len), longer).shape == (64,)
+
+
+# --- the phase-3 supplement: digits, sums and capitals --------------------------------------------
+def test_supplement_documents_have_right_sums_and_shouted_quotes_and_are_seeded():
+    import re
+
+    from llama2_lab.corpora import numbers
+
+    docs = list(numbers.supplement(3, 40))
+    assert docs == list(numbers.supplement(3, 40)) and docs != list(numbers.supplement(4, 40))
+    sums = [m for d in docs[::2] for m in re.finditer(r"(\d) plus (\d) is (\d+)", d)]
+    assert len(sums) >= 40 and all(int(a) + int(b) == int(c) for a, b, c in (m.groups() for m in sums))
+    loud = docs[1::2]
+    assert all(any(q.isupper() for q in re.findall(r'"([^"]+)"', d)) for d in loud if '"' in d)
+    assert not any(ch.isdigit() for d in loud for ch in d)  # the stories themselves have none
+
+
+def test_supplement_share_mixes_documents_into_the_generated_stories_only():
+    cfg = TrainConfig.from_preset("test", supplement_share=0.2)
+    train, valid, source = tr.data._documents(cfg)
+    assert len(train) == cfg.n_train_stories + 15 and "supplement" in source  # 60 stories + 20 %
+    assert not any(ch.isdigit() for d in valid for ch in d)  # validation stays plain stories
+    assert sum("plus" in d for d in train) >= 5
+    for bad in (-0.1, 1.0):
+        with pytest.raises(TrainError, match="supplement_share"):
+            TrainConfig.from_preset("test", supplement_share=bad)
+    with pytest.raises(TrainError, match="text_file"):
+        TrainConfig.from_preset("test", supplement_share=0.2, text_file="x.txt")
+    assert TrainConfig.from_preset("lab-tiny-long").supplement_share == 0.25
+
+
+def test_sum_and_shout_probes_measure_a_model(tiny_data):
+    from llama2_lab.corpora import stories as data
+
+    model = Transformer(TrainConfig.from_preset("test").model_args()).init_weights(seed=0)
+    tok = tiny_data.tokenizer
+    assert tr.sum_accuracy(model, tok) == 0.0  # an untrained model gets no sum right
+    plain, shouted = tr.shout_loss(model, tok, list(data.valid_stories(3)))
+    assert plain > 0 and shouted > 0 and math.isfinite(plain + shouted)

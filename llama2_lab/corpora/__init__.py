@@ -1,2 +1,2 @@
 """Data the project makes itself (nothing is downloaded): the generated story corpus that pretrains
-the tiny model, and the checkable dialogues that fine-tune and evaluate the chat models."""
+the tiny model (with `numbers`, the digits and capitals its context extension adds), and the checkable dialogues that fine-tune and evaluate the chat models."""

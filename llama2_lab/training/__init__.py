@@ -4,7 +4,7 @@ config    TrainConfig and its presets
 recipe    the LR schedule, AdamW parameter groups and the seeded batch order (one copy for all)
 data      documents -> tokenizer -> packed rows
 pretrain  the loop, evaluation and atomic, exactly resumable checkpoints
-probes    a sample, whether a model copies names from its context, and its loss by position
+probes    a sample, whether a model copies names from its context, its loss by position, sums and capitals
 sft       fine-tuning on (ids, loss mask) sequences
 command   ``llama2-lab train``
 """
@@ -22,7 +22,15 @@ from .command import add_train_arguments, config_from_args, main, run_from_args
 from .config import PRESETS, TrainConfig, TrainError
 from .data import TrainData, prepare_data
 from .pretrain import TrainResult, evaluate, loss_on, resolve_device, train
-from .probes import loss_by_position, name_copy_scores, name_token_ids, repeated_token_losses, sample_text
+from .probes import (
+    loss_by_position,
+    name_copy_scores,
+    name_token_ids,
+    repeated_token_losses,
+    sample_text,
+    shout_loss,
+    sum_accuracy,
+)
 from .recipe import batch_indices, cosine_lr, data_position, lr_at, make_optimizer, param_groups, step_indices
 from .sft import Seq, collate, masked_loss, train_sft, with_context
 
@@ -53,6 +61,8 @@ __all__ = [
     "name_token_ids",
     "repeated_token_losses",
     "sample_text",
+    "shout_loss",
+    "sum_accuracy",
     "batch_indices",
     "cosine_lr",
     "data_position",

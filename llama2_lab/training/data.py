@@ -33,11 +33,18 @@ def _documents(cfg: TrainConfig) -> tuple[list[str], list[str], str]:
 
     if cfg.text_file is None:
         # Disjoint seeds (data.TRAIN_SEED / VALID_SEED): validation stories are never trained on.
-        return (
-            list(data.train_stories(cfg.n_train_stories)),
-            list(data.valid_stories(cfg.n_valid_stories)),
-            f"generated stories (llama2_lab.data, train seed {data.TRAIN_SEED}, valid seed {data.VALID_SEED})",
-        )
+        train = list(data.train_stories(cfg.n_train_stories))
+        source = f"generated stories (llama2_lab.data, train seed {data.TRAIN_SEED}, valid seed {data.VALID_SEED})"
+        if cfg.supplement_share:
+            import random
+
+            from ..corpora.numbers import supplement
+
+            n_extra = round(len(train) * cfg.supplement_share / (1 - cfg.supplement_share))
+            train += list(supplement(data.TRAIN_SEED + 1, n_extra))
+            random.Random(cfg.seed).shuffle(train)  # mixed through the rows, not a block at the end
+            source += f" + {n_extra} supplement documents (corpora/numbers.py: digits, sums, capitals)"
+        return train, list(data.valid_stories(cfg.n_valid_stories)), source
     docs = data.text_documents(cfg.text_file)  # raises data.TextFileError (a ValueError) with the reason
     try:
         # A seeded 5 % of the documents (one document is cut near its end) is held out.

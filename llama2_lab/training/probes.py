@@ -110,3 +110,46 @@ def loss_by_position(model: Transformer, rows: torch.Tensor, batch_size: int = 4
             if progress is not None:
                 progress.update(len(batch))
     return total / len(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Digits and capitals (what the context-extension phase's supplement teaches, corpora/numbers.py)
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def sum_accuracy(model: Transformer, tokenizer) -> float:
+    """Share of the 100 sums a + b (a, b in 0-9) the model completes right, greedy, after
+    '<BOS>Mia said, "a plus b is' - the way the supplement's counting stories write them."""
+    import re
+
+    from ..inference import generate
+
+    right = 0
+    with _eval_mode(model):
+        for a in range(10):
+            for b in range(10):
+                ids = tokenizer.encode(f'Mia said, "{a} plus {b} is', bos=True)
+                new = generate(model, ids, max_new_tokens=4, temperature=0.0, eos_id=tokenizer.eos_id)
+                answer = re.match(r"\s*(\d*)", tokenizer.decode(list(new))).group(1)  # '7!" Mia' -> '7'
+                right += answer == str(a + b)
+    return right / 100
+
+
+@torch.no_grad()
+def shout_loss(model: Transformer, tokenizer, stories) -> tuple[float, float]:
+    """Mean loss per token on the stories as written and with every quoted line shouted in capitals:
+    (plain, shouted). A model that never saw capitals finds the shouted ones much harder."""
+    import re
+
+    quote = re.compile(r'"[^"]+"')
+    out = []
+    with _eval_mode(model):
+        for shout in (False, True):
+            total, n = 0.0, 0
+            for text in stories:
+                text = quote.sub(lambda m: m.group(0).upper(), text) if shout else text
+                ids = torch.tensor([tokenizer.encode(text, bos=True)[: model.args.max_seq_len]])
+                logp = model(ids[:, :-1]).log_softmax(-1)[0]
+                total -= logp.gather(1, ids[0, 1:, None]).sum().item()
+                n += ids.shape[1] - 1
+            out.append(total / n)
+    return out[0], out[1]

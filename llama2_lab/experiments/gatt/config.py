@@ -33,6 +33,10 @@ class GattConfig:
     # names 0 % at turn 1 after 720 steps); at 5e-4 it reused it (0.82)
     lr2: float = 5e-4  # stage 2, each arm (at 1e-3 the arms lost stage 1's copying: deep-turn
     # GAtt 0.28 at 3e-4, 0.36 at 5e-4, from the same stage-1 model)
+    gatt_loss: str = "all"  # GAtt sequences: the loss on "all" accepted replies (the paper's last-reply
+    # loss on every prefix of the dialogue at once; see `gatt_sequence`) or on the "last" one only. At a
+    # reduced size (240 + 80 steps, 60 dialogues x 12 turns, one seed) "all" kept 0.21 of the checks at
+    # turns 8-12 against "last"'s 0.09, from the same data
     n_candidates: int = 3  # rejection sampling: candidates per turn
     temperature: float = 0.8
     fallback: bool = True  # a turn where no candidate passes takes the oracle reply (counted)
@@ -42,7 +46,8 @@ class GattConfig:
     probe_dialogues: int = 60
     probe_turns: tuple[int, ...] = (1, 2, 4, 8, 12, 16, 20)
     attn_dialogues: int = 24
-    max_new: int = 32
+    max_new: int = 64  # the longest oracle reply is 57 tokens (capitals are spelled letter by letter;
+    # "QUACK! ONCE, A LITTLE BEAR ... , JASPER."): a shorter cap cuts right replies and fails them
     context: int = 1024  # max_seq_len of the chat models: the base was pretrained on 1024-token rows
     threads: int | None = None
     out_dir: str | None = None  # None = assets/models beside the package

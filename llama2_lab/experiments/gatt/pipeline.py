@@ -73,7 +73,11 @@ def gatt_set(tok, cfg: GattConfig, seed: int, make_replies=None) -> tuple[list[S
             kept_turns += len(rs)
             if rs and len(gatt) < cfg.n_dialogues:
                 gatt.append(
-                    _fit_turns(lambda n, d=d, rs=rs: gatt_sequence(tok, d, rs[:n]), len(rs), cfg.max_train_tokens)[0]
+                    _fit_turns(
+                        lambda n, d=d, rs=rs: gatt_sequence(tok, d, rs[:n], cfg.gatt_loss),
+                        len(rs),
+                        cfg.max_train_tokens,
+                    )[0]
                 )
     if len(gatt) < cfg.n_dialogues:
         raise RuntimeError(
@@ -149,11 +153,13 @@ def _log_seed(seed: int, result: dict, cfg: GattConfig, elapsed: float) -> None:
 
     K = cfg.eval_turns
     for arm, r in result["free"].items():
-        adh = [pooled_rate(r["records"], k0, k1)[0] for k0, k1 in ((1, 1), (min(8, K), min(12, K)), (min(13, K), K))]
+        spans = [(1, 1), (min(8, K), min(12, K))] + ([(13, K)] if K >= 13 else [])
+        adh = ", ".join(
+            f"k={k0}{'' if k0 == k1 else f'-{k1}'} {pooled_rate(r['records'], k0, k1)[0]:.2f}" for k0, k1 in spans
+        )
         content = pooled_rate(r["content"], 1, K)[0]
         print(
-            f"seed {seed} {arm:8s} adherence k=1 {adh[0]:.2f}, k=8-12 {adh[1]:.2f}, k=13-{K} {adh[2]:.2f}; "
-            f"content k=1-{K} {content:.2f} ({elapsed / 60:.1f} min)",
+            f"seed {seed} {arm:8s} adherence {adh}; content k=1-{K} {content:.2f} ({elapsed / 60:.1f} min)",
             file=sys.stderr,
             flush=True,
         )

@@ -46,12 +46,20 @@ def baseline_sequence(tok, d: dlg.Dialogue, t: int) -> Seq:
     return encode_turns(tok, d.system, users, replies, sys_turns=(t - 1,), train_turns={t - 1})
 
 
-def gatt_sequence(tok, d: dlg.Dialogue, replies: list[str]) -> Seq:
-    """GAtt steps 3-4: instruction in turn 1 only, replies sampled with it everywhere, loss on the
-    last reply and its EOS only (the earlier replies would mismatch the system message)."""
+def gatt_sequence(tok, d: dlg.Dialogue, replies: list[str], loss: str = "last") -> Seq:
+    """GAtt steps 3-4: instruction in turn 1 only, replies sampled with it everywhere.
+
+    loss="last": the loss on the last reply and its EOS only, as the paper writes it (the earlier
+    turns are context). loss="all": on every reply. Every reply here was sampled with the
+    instruction and accepted by the checker (or is the oracle's, which obeys it too), so this is the
+    paper's last-turn loss applied to each prefix of the dialogue at once: in a causal model the loss
+    on reply k of the whole sequence equals the loss on the last reply of its first k turns.
+    """
+    if loss not in ("last", "all"):
+        raise ValueError(f"loss must be 'last' or 'all', got {loss!r}.")
     n = len(replies)
     users = [q.text for q in d.questions[:n]]
-    return encode_turns(tok, d.system, users, replies, sys_turns=(0,), train_turns={n - 1})
+    return encode_turns(tok, d.system, users, replies, sys_turns=(0,), train_turns=None if loss == "all" else {n - 1})
 
 
 def _fit_turns(build, n: int, max_tokens: int) -> tuple[Seq, int]:
