@@ -10,6 +10,9 @@ GAtt changes the fine-tuning *data* and *loss mask*, never the architecture. Fro
      the system slot of turn 1);
   4. zero the loss on every token but the last reply (and its EOS), and fine-tune.
 
+Here every reply of a sampled dialogue passed the checker, so the shipped run (`GattConfig.gatt_loss="all"`)
+applies step 4 to every prefix of the dialogue at once: the loss on all the accepted replies.
+
 This module builds those sequences with `text/chat.py`, fine-tunes the pretrained model into a chat model
 (stage 1, shared), continues it into two arms with the same budget (baseline SFT vs GAtt; GAtt came
 after ordinary fine-tuning in the paper too), and measures what the paper shows in Table 30 and

@@ -207,7 +207,7 @@ def write_card(folder: Path, arm: str, cfg: GattConfig, summary: dict, info: dic
         "baseline chat SFT: plain multi-turn chat + instruction-following examples (no GAtt)"
         if arm == "baseline"
         else "chat SFT with Ghost Attention: plain multi-turn chat + GAtt sequences (instruction in turn 1 "
-        "only, loss on the last reply)"
+        + ("only, loss on every accepted reply)" if cfg.gatt_loss == "all" else "only, loss on the last reply)")
     )
     text = f"""# {folder.name}
 
@@ -238,7 +238,13 @@ the companion model is `{other}`. Llama-2-chat format (`llama2_lab/text/chat.py`
   seed {cfg.seeds[0]}, for all seeds), peak LR {cfg.lr}{info.get("stage1_note", "")};
   (2) each arm continues from that model for {cfg.steps} steps × {cfg.batch_size} sequences, peak LR {cfg.lr2}.
   AdamW (0.9, 0.95), eps 1e-5, wd 0.1 on matrices, clip 1.0, 5 % warmup, cosine to 10 %; masked loss = sum of
-  CE over trained tokens / their count. Same steps, batch and sequence counts for both arms.
+  CE over trained tokens / their count. Same steps, batch and sequence counts for both arms.{
+        " A GAtt sequence trains every accepted reply (the paper's last-reply loss on each prefix of the "
+        "dialogue at once, `gatt_sequence(loss='all')`), a baseline sequence the one reply that follows its "
+        "instruction: GAtt's data holds more trained replies per sequence, which is what the method makes."
+        if cfg.gatt_loss == "all"
+        else ""
+    }
 - seeds {list(cfg.seeds)} (this folder holds seed {cfg.seeds[0]}); rejection sampling kept
   {info.get("kept", "n/a")}.
 - wall time: {info["wall_min"]:.1f} min for the whole pipeline on {info["threads"]} thread(s).
@@ -246,7 +252,9 @@ the companion model is `{other}`. Llama-2-chat format (`llama2_lab/text/chat.py`
 ## Evaluation (all seeds pooled; 95 % Wilson intervals, which ignore the clustering of checks within a dialogue)
 {cfg.eval_dialogues} free-running {
         cfg.eval_turns
-    }-turn dialogues per seed and arm (greedy, own replies as history), held-out
+    }-turn dialogues per seed and arm (greedy, own replies as history, at most {
+        cfg.max_new
+    } new tokens a reply), held-out
 names and words (the voice family's table is the same in training); 1–3 constraints from
 {", ".join(dlg.FAMILIES)}. "upper" = the baseline with the instruction repeated in every user
 message (its chats are about twice as long: past {cfg.context} positions it runs on positions no
