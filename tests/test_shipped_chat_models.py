@@ -4,7 +4,7 @@ What their cards claim, checked on 20-turn dialogues the cards' evaluation never
 with held-out values: both follow an instruction they can see; GAtt keeps following it turns later, to
 turn 20, when the baseline has dropped it; names are read out of the system message, not recalled; and
 both still answer the questions (content accuracy: the level the cards report, not the 0.90 issue #20
-asks for, which arithmetic keeps out of reach — see the cards).
+asks for, which arithmetic keeps out of reach — see the cards); GAtt gets more sums right than the baseline.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def chats():
     out = {}
     for arm, folder in DIRS.items():
         model = gatt.with_context(load_model(folder), 3 * 1024)
-        replies = gatt.run_chats(model, tok, ds, N_TURNS, max_new=32)
+        replies = gatt.run_chats(model, tok, ds, N_TURNS, max_new=gatt.GattConfig().max_new)
         out[arm] = (gatt.adherence_records(ds, replies), gatt.content_records(ds, replies))
     torch.set_num_threads(n)
     return out
@@ -64,7 +64,7 @@ def rate(recs, turns, families=None) -> tuple[float, int]:
 def test_both_models_follow_an_instruction_they_can_see(records):
     for arm in DIRS:
         p, n = rate(records[arm], {1})
-        assert n >= 60 and p >= 0.6, (arm, p, n)
+        assert n >= 60 and p >= 0.7, (arm, p, n)
 
 
 @pytest.mark.parametrize("turns", [range(5, 9), range(13, 21)], ids=["turns 5-8", "turns 13-20"])
@@ -72,23 +72,31 @@ def test_gatt_keeps_the_instruction_when_the_baseline_has_dropped_it(records, tu
     base, n = rate(records["baseline"], set(turns))
     with_gatt, _ = rate(records["gatt"], set(turns))
     assert n >= 200
-    assert base <= 0.1 and with_gatt >= base + 0.25, (base, with_gatt)
+    assert base <= 0.1 and with_gatt >= 0.5 and with_gatt >= base + 0.45, (base, with_gatt)
 
 
 def test_both_models_still_answer_the_questions(chats):
     # pooled over the 20 turns, every kind but arithmetic (which neither model learned: the cards say why)
     kinds = [k for k in dlg.KINDS if k != "math"]
-    floors = {"baseline": 0.7, "gatt": 0.55}  # the cards' levels, with a margin for a fresh seed
+    floors = {"baseline": 0.7, "gatt": 0.7}  # the cards' levels, with a margin for a fresh seed
     for arm, (_, content) in chats.items():
         p, n = rate(content, set(range(1, N_TURNS + 1)), kinds)
         assert n >= 600 and p >= floors[arm], (arm, p, n)
+
+
+def test_gatt_answers_more_sums_right_than_the_baseline(chats):
+    # the digits are trained tokens since the base's context extension (corpora/numbers.py); neither
+    # model is good at sums (the cards: about 0.1 and 0.35), but GAtt's turns train more of them
+    base, n = rate(chats["baseline"][1], set(range(1, N_TURNS + 1)), ["math"])
+    with_gatt, _ = rate(chats["gatt"][1], set(range(1, N_TURNS + 1)), ["math"])
+    assert n >= 80 and with_gatt >= base + 0.1, (base, with_gatt, n)
 
 
 def test_held_out_names_are_read_out_of_the_system_message(records):
     # persona, start and end values are names never seen in training: only copying can get them right
     for arm in DIRS:
         p, n = rate(records[arm], {1}, NAME_FAMILIES)
-        assert n >= 20 and p >= 0.4, (arm, p, n)
+        assert n >= 20 and p >= 0.5, (arm, p, n)
 
 
 @pytest.mark.parametrize("arm", sorted(DIRS))
