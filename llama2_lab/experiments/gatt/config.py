@@ -62,8 +62,8 @@ PRESETS = {
     "full": GattConfig(),
     # The run that made the shipped models: the full recipe and evaluation size, one seed.
     "ship": GattConfig(seeds=(0,)),
-    # CI: about 2 minutes on two cores, one seed, short dialogues; shows the gap at turns 2-4 (GAtt
-    # 0.32-0.37, baseline 0), not the full run's numbers.
+    # CI: about 2 minutes on one core, one seed, short dialogues; shows the gap at turns 2-8 (GAtt
+    # 0.09-0.25 of the checks, baseline 0 from turn 2), not the full run's numbers.
     "fast": GattConfig(
         seeds=(0,),
         n_dialogues=64,
