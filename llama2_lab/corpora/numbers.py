@@ -6,7 +6,7 @@ base's tokenizer spells "7" with its byte token and "HELLO" letter by letter, an
 trained those tokens: their embeddings shrank under weight decay to a twentieth of a trained row's
 length. A chat fine-tune then has to learn them from nothing, and the shipped chat models answered
 "What is 3 plus 4?" with the sky's colour. Mixed into the context-extension phase (the `lab-tiny-long`
-preset, `TrainConfig.supplement`), these documents teach the base what a digit is, how small sums
+preset, `TrainConfig.supplement_share`), these documents teach the base what a digit is, how small sums
 come out ("3 plus 4 is 7"), and how the story words are spelled in capitals, as Llama 2's pretraining
 data covered numbers and shouting long before any chat data did [P2 §2.1].
 
@@ -29,7 +29,8 @@ _QUOTE = re.compile(r'"([^"]+)"')
 
 
 def _sum_sentences(rng: random.Random, name: str, friend: str, pron: str) -> list[str]:
-    """One small sum told three ways: a story event, the count, and a question answered."""
+    """One small sum (operands 0-9) in one of four forms: a story event and its count, a question
+    answered, things on a table counted, or a sum said aloud."""
     a, b = rng.randint(0, 9), rng.randint(0, 9)
     thing = plural(rng.choice(_THINGS))
     form = rng.randrange(4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
@@ -36,8 +37,6 @@ def _documents(cfg: TrainConfig) -> tuple[list[str], list[str], str]:
         train = list(data.train_stories(cfg.n_train_stories))
         source = f"generated stories (llama2_lab.data, train seed {data.TRAIN_SEED}, valid seed {data.VALID_SEED})"
         if cfg.supplement_share:
-            import random
-
             from ..corpora.numbers import supplement
 
             n_extra = round(len(train) * cfg.supplement_share / (1 - cfg.supplement_share))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from ..core.transformer import Transformer
@@ -119,8 +121,6 @@ def loss_by_position(model: Transformer, rows: torch.Tensor, batch_size: int = 4
 def sum_accuracy(model: Transformer, tokenizer) -> float:
     """Share of the 100 sums a + b (a, b in 0-9) the model completes right, greedy, after
     '<BOS>Mia said, "a plus b is' - the way the supplement's counting stories write them."""
-    import re
-
     from ..inference import generate
 
     right = 0
@@ -138,8 +138,6 @@ def sum_accuracy(model: Transformer, tokenizer) -> float:
 def shout_loss(model: Transformer, tokenizer, stories) -> tuple[float, float]:
     """Mean loss per token on the stories as written and with every quoted line shouted in capitals:
     (plain, shouted). A model that never saw capitals finds the shouted ones much harder."""
-    import re
-
     quote = re.compile(r'"[^"]+"')
     out = []
     with _eval_mode(model):
